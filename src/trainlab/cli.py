@@ -1,0 +1,231 @@
+"""The ``trainlab`` command line (typer + rich).
+
+Exit codes: 0 success; 2 a bad recipe, bad input or bad usage (a message, no traceback);
+1 an unexpected failure (a one-line message; the traceback with ``--debug``); 130 when Ctrl-C
+stopped training after writing a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="trainlab",
+    help="A declarative PyTorch training lab: one YAML recipe trains, logs, checkpoints and resumes a model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+recipes_app = typer.Typer(help="List the shipped recipes, or copy one to edit.", invoke_without_command=True)
+app.add_typer(recipes_app, name="recipes")
+
+out = Console()
+err = Console(stderr=True)
+_options = {"debug": False}
+
+SHIPPED = Path(__file__).parent / "recipes"
+
+
+@app.callback()
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected failures."),
+    plugins: list[str] = typer.Option(
+        [], "--plugins", help="Modules to import that register extra components (mypkg.layers)."
+    ),
+) -> None:
+    _options["debug"] = debug
+    if plugins:
+        from trainlab.plugins import load_plugins
+
+        load_plugins(plugins)
+
+
+def _recipe_path(recipe: str) -> Path:
+    """A recipe file, or the name of a shipped recipe (``digits-lenet``)."""
+    path = Path(recipe)
+    if not path.exists():
+        shipped = SHIPPED / f"{recipe.removesuffix('.yaml')}.yaml"
+        if shipped.exists():
+            return shipped
+    return path
+
+
+@app.command()
+def train(
+    recipe: str = typer.Argument(..., help="Recipe file (or a shipped recipe name)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: optimizer.lr=3e-4 train.epochs=5"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="The exact run folder (default runs/<name>/<timestamp>)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go when --out is not given."),
+    progress: Optional[str] = typer.Option(None, help="auto | bar | plain | none (default: the recipe's log.progress)."),
+) -> None:
+    """Validate and train a recipe; prints the run folder."""
+    from trainlab.pipeline import train as train_recipe
+    from trainlab.recipe import load_recipe
+
+    loaded = load_recipe(_recipe_path(recipe), overrides or [])
+    run = train_recipe(loaded, out=out_dir, root=runs_dir, progress=progress)
+    _finish(run)
+
+
+@app.command()
+def resume(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `trainlab train`."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.epochs=20 to extend."),
+    progress: Optional[str] = typer.Option(None, help="auto | bar | plain | none."),
+) -> None:
+    """Continue an interrupted run exactly, or extend a finished one."""
+    from trainlab.pipeline import resume as resume_run
+
+    _finish(resume_run(run_dir, overrides or [], progress=progress))
+
+
+def _finish(run: Any) -> None:
+    state = run.result.state if run.result else None
+    summary = f"[bold]{run.status}[/bold] after {state.epoch} epochs, {state.step} steps" if state else run.status
+    if state is not None and state.best_value is not None:
+        summary += f"; best {run.recipe.train.monitor} = {state.best_value:.4g} at step {state.best_step}"
+    err.print(summary)
+    print(run.folder)
+    if run.status == "interrupted":
+        err.print(f"Interrupted; continue with: trainlab resume {run.folder}")
+        raise typer.Exit(130)
+
+
+@app.command()
+def validate(recipes: list[str] = typer.Argument(..., help="Recipe files to check.")) -> None:
+    """Check recipes completely (schema, torch names and arguments, layer shapes); exit 2 on any problem."""
+    from trainlab.pipeline import check
+    from trainlab.recipe import TrainlabError, load_recipe
+
+    failed = False
+    for recipe in recipes:
+        try:
+            check(load_recipe(_recipe_path(recipe)))
+            out.print(f"[green]ok[/green] {recipe}")
+        except TrainlabError as error:
+            failed = True
+            err.print(str(error), markup=False, highlight=False)
+    if failed:
+        raise typer.Exit(2)
+
+
+@app.command()
+def schema() -> None:
+    """Print the recipe's JSON Schema."""
+    from trainlab.recipe.schema import Recipe
+
+    print(json.dumps(Recipe.model_json_schema(), indent=2))
+
+
+@app.command("show-model")
+def show_model(
+    recipe: str = typer.Argument(..., help="Recipe file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+) -> None:
+    """A table of the model's layers with output shapes and parameter counts."""
+    from trainlab.models import summarize
+    from trainlab.pipeline import check
+    from trainlab.recipe import load_recipe
+
+    checked = check(load_recipe(_recipe_path(recipe), overrides or []))
+    summary = summarize(checked.model, checked.spec)
+    table = Table(title=f"{checked.recipe.name}: input {tuple(checked.spec.input_shape)}")
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("output shape")
+    table.add_column("parameters", justify="right")
+    for row in summary.rows:
+        table.add_row(row.name, row.kind, str(tuple(row.output_shape)), f"{row.parameters:,}")
+    out.print(table)
+    out.print(f"total parameters: {summary.total_parameters:,}  trainable: {summary.trainable_parameters:,}")
+
+
+def _describe(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+@recipes_app.callback()
+def recipes_list(context: typer.Context) -> None:
+    """List the shipped recipes."""
+    if context.invoked_subcommand is not None:
+        return
+    table = Table(title="shipped recipes")
+    table.add_column("name")
+    table.add_column("description")
+    for path in sorted(SHIPPED.glob("*.yaml")):
+        table.add_row(path.stem, _describe(path))
+    out.print(table)
+
+
+@recipes_app.command("copy")
+def recipes_copy(
+    name: str = typer.Argument(..., help="A shipped recipe name (see `trainlab recipes`)."),
+    dest: Path = typer.Argument(..., help="File or folder to copy it to."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+) -> None:
+    """Copy a shipped recipe to edit it."""
+    from trainlab.recipe import TrainlabError
+    from trainlab.registry import did_you_mean
+
+    source = SHIPPED / f"{name.removesuffix('.yaml')}.yaml"
+    if not source.exists():
+        names = [path.stem for path in SHIPPED.glob("*.yaml")]
+        guess = did_you_mean(name, names)
+        hint = f" Did you mean '{guess[0]}'?" if guess else ""
+        raise TrainlabError(f"no shipped recipe '{name}'.{hint} List them with `trainlab recipes`")
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists() and not force:
+        raise TrainlabError(f"'{target}' already exists. Choose another destination or pass --force")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    print(target)
+
+
+def _run(entry: Callable[[], Any]) -> int:
+    """Run the typer app and map failures onto exit codes."""
+    import click
+
+    from trainlab.recipe.errors import TrainlabError
+
+    try:
+        result = entry()
+        return result if isinstance(result, int) else 0
+    except click.exceptions.ClickException as error:  # bad usage: unknown option, missing argument
+        error.show()
+        return error.exit_code
+    except click.exceptions.Abort:
+        return 1
+    except TrainlabError as error:
+        err.print(str(error), markup=False, highlight=False)
+        if _options["debug"]:
+            err.print_exception()
+        return 2
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence
+        if _options["debug"]:
+            err.print_exception()
+        else:
+            err.print(f"unexpected failure: {type(error).__name__}: {error} (run with --debug for the traceback)",
+                      markup=False, highlight=False)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    sys.exit(_run(lambda: app(args=argv, standalone_mode=False) if argv is not None else app(standalone_mode=False)))

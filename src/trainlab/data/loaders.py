@@ -1,0 +1,173 @@
+"""Batch sources with a resumable position.
+
+Both loaders draw the same batches for the same seed and epoch: the epoch's order is
+``torch.randperm`` from a generator seeded with :func:`epoch_seed`, cut into consecutive
+batches. Their state is ``{"epoch", "position"}`` (batches already drawn this epoch), so a
+checkpoint restores the exact next batch by fast-forwarding the index order; no batch is
+ever drawn and thrown away.
+
+- :class:`TensorLoader` serves data that fits in memory by index-slicing tensors (no per-sample
+  Python, no collate); the tensors can live on the accelerator.
+- :class:`SamplerLoader` wraps a ``torch.utils.data.DataLoader`` (workers, pinned memory) for
+  datasets that must be read sample by sample.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The generator seed of one epoch's order: distinct per (seed, epoch), stable across versions."""
+    return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    """The sample indices of one epoch, in the order they are served."""
+    if not shuffle:
+        return torch.arange(num_samples)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(num_samples, generator=generator)
+
+
+class _Position:
+    """Epoch and batch position shared by both loaders."""
+
+    batch_size: int
+    num_samples: int
+    drop_last: bool
+    shuffle: bool
+    seed: int
+
+    def _init_position(self) -> None:
+        self.epoch = 0
+        self.position = 0  # batches already drawn in this epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def batch_items(self, index: int) -> int:
+        """Samples in batch ``index`` of an epoch (the last one may be short)."""
+        return min(self.batch_size, self.num_samples - index * self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch."""
+        self.epoch = epoch
+        self.position = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.seed = int(state.get("seed", self.seed))
+
+
+class TensorLoader(_Position):
+    """Serves ``(inputs[idx], targets[idx])`` batches from tensors held in memory."""
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+    ):
+        if len(inputs) != len(targets):
+            raise ValueError(f"inputs ({len(inputs)}) and targets ({len(targets)}) differ in length")
+        self.inputs = inputs
+        self.targets = targets
+        self.batch_size = batch_size
+        self.num_samples = len(inputs)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self._init_position()
+
+    def to(self, device: torch.device | str) -> "TensorLoader":
+        """Keep the tensors on ``device`` so batches need no host-to-device copy."""
+        self.inputs = self.inputs.to(device)
+        self.targets = self.targets.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs.device
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = len(self)
+        if self.shuffle:
+            order = epoch_order(self.num_samples, self.seed, self.epoch, True).to(self.inputs.device)
+        while self.position < batches:
+            start = self.position * self.batch_size
+            stop = min(start + self.batch_size, self.num_samples)
+            self.position += 1
+            if self.shuffle:
+                index = order[start:stop]
+                yield self.inputs[index], self.targets[index]
+            else:  # contiguous slices are views: no copy
+                yield self.inputs[start:stop], self.targets[start:stop]
+
+
+class _ResumableSampler(Sampler[int]):
+    """Yields one epoch's order from the loader's current position onwards."""
+
+    def __init__(self, owner: "SamplerLoader"):
+        self.owner = owner
+
+    def __iter__(self) -> Iterator[int]:
+        owner = self.owner
+        order = epoch_order(owner.num_samples, owner.seed, owner.epoch, owner.shuffle)
+        start = owner.position * owner.batch_size
+        return iter(order[start:].tolist())
+
+    def __len__(self) -> int:
+        return self.owner.num_samples - self.owner.position * self.owner.batch_size
+
+
+class SamplerLoader(_Position):
+    """A ``DataLoader`` over a map-style dataset, with the same order and state as TensorLoader."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_samples = len(dataset)  # type: ignore[arg-type]
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self._init_position()
+        self._loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=_ResumableSampler(self),
+            drop_last=drop_last,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=num_workers > 0,
+        )
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = len(self)
+        for inputs, targets in self._loader:
+            if self.position >= batches:
+                break
+            self.position += 1
+            yield inputs, targets

@@ -1,0 +1,47 @@
+"""Seeded, stratified train / valid / test splits of in-memory tensors."""
+
+from __future__ import annotations
+
+import torch
+
+from trainlab.recipe.errors import TrainlabError
+
+SplitTensors = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split name -> (inputs, targets)
+
+
+def split_indices(
+    targets: torch.Tensor, valid: float, test: float, seed: int, stratify: bool
+) -> dict[str, torch.Tensor]:
+    """Index tensors of each split. Stratified by class when ``stratify`` (scikit-learn's
+    ``train_test_split``), deterministic for a seed; splits with fraction 0 are absent."""
+    from sklearn.model_selection import train_test_split
+
+    indices = torch.arange(len(targets)).numpy()
+    labels = targets.numpy() if stratify else None
+    result: dict[str, torch.Tensor] = {}
+    try:
+        if test > 0:
+            indices, test_indices = train_test_split(indices, test_size=test, random_state=seed, stratify=labels)
+            result["test"] = torch.from_numpy(test_indices).sort().values
+            labels = targets[torch.from_numpy(indices)].numpy() if stratify else None
+        if valid > 0:
+            share = valid / (1.0 - test)
+            indices, valid_indices = train_test_split(indices, test_size=share, random_state=seed, stratify=labels)
+            result["valid"] = torch.from_numpy(valid_indices).sort().values
+    except ValueError as error:
+        raise TrainlabError(
+            f"data.split: cannot split {len(targets)} samples into valid={valid}, test={test}: {error}. "
+            "Use smaller fractions or more data"
+        ) from None
+    result["train"] = torch.from_numpy(indices).sort().values
+    return result
+
+
+def split_tensors(
+    inputs: torch.Tensor, targets: torch.Tensor, valid: float, test: float, seed: int, stratify: bool
+) -> SplitTensors:
+    """``{"train": (x, y), "valid": (x, y), ...}`` by :func:`split_indices`."""
+    return {
+        name: (inputs[index], targets[index])
+        for name, index in split_indices(targets, valid, test, seed, stratify).items()
+    }

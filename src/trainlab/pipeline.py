@@ -1,0 +1,319 @@
+"""The one composer: recipe -> data -> model -> loss/optimizer/schedule -> fit -> run folder.
+
+Every other module does one stage; this one strings them together for ``train``, ``resume``,
+``validate`` and ``show-model``. Validation runs every stage's checks before anything is
+written, and raises one :class:`RecipeError` with all the problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainlab import runs
+from trainlab.data import build_data, describe_data
+from trainlab.data.spec import DataBundle, DataSpec
+from trainlab.models import build_model, check_model, describe_output, resolve_model
+from trainlab.recipe.errors import Problem, RecipeError, TrainlabError
+from trainlab.recipe.loader import LoadedRecipe, load_recipe, recipe_from_data
+from trainlab.recipe.schema import Recipe
+from trainlab.train import checkpoint as checkpoints
+from trainlab.train.callbacks import CallbackList, MetricsFile, Progress, TensorBoardLogger, truncate_records
+from trainlab.train.losses import LOSSES, build_loss, check_loss, resolve_loss
+from trainlab.train.loop import FitResult, TrainingDiverged, fit, monitor_mode
+from trainlab.train.optimizers import OPTIMIZERS, build_optimizer, check_optimizer, resolve_optimizer
+from trainlab.train.precision import choose_device, choose_precision
+from trainlab.train.schedules import build_schedule, check_schedule, resolve_schedule
+
+
+@dataclass
+class Run:
+    """A finished (or stopped) training run."""
+
+    folder: Path
+    recipe: Recipe
+    model: torch.nn.Module
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "finished"
+    result: FitResult | None = None
+
+    def records(self, split: str) -> list[dict[str, Any]]:
+        return [record for record in self.metrics if record["split"] == split]
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The checkpoints/best meta: which step won on train.monitor, and its value."""
+        folder = checkpoints.find_checkpoint(self.folder / "checkpoints", "best")
+        return json.loads((folder / checkpoints.META_FILE).read_text()) if folder else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def as_loaded(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> LoadedRecipe:
+    if isinstance(recipe, LoadedRecipe):
+        return recipe
+    if isinstance(recipe, Recipe):
+        return LoadedRecipe(recipe)
+    if isinstance(recipe, dict):
+        return recipe_from_data(dict(recipe))
+    return load_recipe(recipe)
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def _train_problems(recipe: Recipe, spec: DataSpec, metric_names: tuple[str, ...] | None) -> list[Problem]:
+    """Training options that only make sense together with the data, loss and optimizer."""
+    problems = []
+    train = recipe.train
+    optimizer = OPTIMIZERS.get(recipe.optimizer.name) if recipe.optimizer.name in OPTIMIZERS else None
+    if optimizer is not None and optimizer.capabilities.get("needs_closure"):
+        if train.accumulate != 1:
+            problems.append(Problem("train.accumulate", f"{optimizer.name} re-evaluates each batch in a closure and "
+                                    "cannot accumulate gradients", train.accumulate, hint="Set train.accumulate: 1."))
+        if train.precision == "16-mixed":
+            problems.append(Problem("train.precision", f"{optimizer.name} cannot be used with a GradScaler",
+                                    train.precision, hint="Use precision: 32 or bf16-mixed."))
+    split, _, metric = train.monitor.partition("/")
+    has_valid = recipe.data.split.valid > 0
+    if split not in ("train", "valid") or not metric:
+        problems.append(Problem("train.monitor", "expected '<split>/<metric>' with split train or valid",
+                                train.monitor, hint="For example valid/loss or valid/accuracy."))
+    elif split == "valid" and not has_valid:
+        problems.append(Problem("train.monitor", "monitors the valid split but data.split.valid is 0",
+                                train.monitor, hint="Set data.split.valid (e.g. 0.2) or monitor train/loss."))
+    elif metric_names is not None and metric not in ("loss", *metric_names):
+        available = ", ".join(f"{split}/{name}" for name in ("loss", *metric_names))
+        problems.append(Problem("train.monitor", f"this recipe does not produce that metric; it produces {available}",
+                                train.monitor, hint=f"Use one of: {available}."))
+    if recipe.data.drop_last and recipe.data.batch_size > 0 and train.accumulate > 1:
+        pass  # a dropped last batch just shortens the epoch; nothing to report
+    return problems
+
+
+@dataclass
+class Checked:
+    """What validation built on the way: reused by training so nothing is built twice."""
+
+    recipe: Recipe
+    spec: DataSpec
+    model: torch.nn.Module  # built right after torch.manual_seed(recipe.seed)
+    rng_after_build: torch.Tensor  # the torch RNG state right after building it
+
+
+def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checked:
+    """Every torch-level check of a schema-valid recipe; raises RecipeError with all problems."""
+    loaded = as_loaded(recipe)
+    config = loaded.recipe
+    problems: list[Problem] = []
+    try:
+        spec = describe_data(config.data, config.seed)
+    except TrainlabError as error:
+        raise RecipeError(f"{loaded.origin} is not a valid recipe", loaded.locate(error.problems or [
+            Problem("data", error.message)])) from None
+    problems += check_model(config.model, spec)
+    model = None
+    metric_names = None
+    if not problems:
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, spec)
+        rng_after_build = torch.get_rng_state()
+        output = describe_output(model, spec)
+        loss_problems = check_loss(config.loss, spec, output)
+        problems += loss_problems
+        problems += check_optimizer(config.optimizer, model)
+        if not loss_problems:
+            metric_names = build_loss(config.loss, spec).metric_names
+    else:
+        if config.optimizer.name not in OPTIMIZERS:
+            problems += [p for p in check_optimizer(config.optimizer, torch.nn.Linear(1, 1)) if p.path == "optimizer.name"]
+        if config.loss is not None and config.loss.name not in LOSSES:
+            problems += [p for p in check_loss(config.loss, spec, None) if p.path == "loss.name"]
+    problems += check_schedule(config.schedule)
+    problems += _train_problems(config, spec, metric_names)
+    if problems:
+        raise RecipeError(f"{loaded.origin} is not a valid recipe", loaded.locate(problems))
+    assert model is not None
+    return Checked(config, spec, model, rng_after_build)
+
+
+def steps_per_epoch(recipe: Recipe, data: DataBundle) -> int:
+    return math.ceil(len(data.train) / recipe.train.accumulate)
+
+
+def resolve(recipe: Recipe, spec: DataSpec, data: DataBundle) -> Recipe:
+    """The recipe with canonical names and every default filled in, as written into the run."""
+    resolved = recipe.model_copy(deep=True)
+    resolved.model = resolve_model(recipe.model)
+    resolved.loss = resolve_loss(recipe.loss, spec)
+    resolved.optimizer = resolve_optimizer(recipe.optimizer)
+    resolved.schedule = resolve_schedule(recipe.schedule, recipe.train.epochs, steps_per_epoch(recipe, data))
+    resolved.train.mode = monitor_mode(recipe.train.monitor, recipe.train.mode)  # type: ignore[assignment]
+    return Recipe.model_validate(resolved.model_dump())
+
+
+def recipe_dump(recipe: Recipe) -> dict[str, Any]:
+    return recipe.model_dump(mode="json")
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    return hashlib.sha256(json.dumps(recipe_dump(recipe), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+def _place_data(data: DataBundle, device: torch.device, limit_bytes: int = 1 << 30) -> None:
+    """Keep small in-memory splits on the accelerator so batches need no copy."""
+    if device.type == "cpu":
+        return
+    for loader in (data.train, data.valid, data.test):
+        if loader is not None and hasattr(loader, "to") and hasattr(loader, "inputs"):
+            size = loader.inputs.element_size() * loader.inputs.nelement()
+            if size <= limit_bytes:
+                loader.to(device)
+
+
+def _data_description(spec: DataSpec) -> dict[str, Any]:
+    return {
+        "task": spec.task,
+        "input_shape": list(spec.input_shape),
+        "input_dtype": str(spec.input_dtype).removeprefix("torch."),
+        "num_classes": spec.num_classes,
+        "class_names": spec.class_names,
+        "target_shape": list(spec.target_shape),
+        "vocab_size": spec.vocab_size,
+        "num_samples": spec.num_samples,
+        "normalization": spec.normalization,
+    }
+
+
+def _execute(
+    folder: Path,
+    recipe: Recipe,
+    spec: DataSpec,
+    data: DataBundle,
+    model: torch.nn.Module,
+    resume_state: dict[str, Any] | None,
+    progress: str | None,
+) -> Run:
+    """Build the training objects, run :func:`fit` and keep the run folder's files current."""
+    device = choose_device(recipe.train.device)
+    precision = choose_precision(recipe.train.precision, device)
+    _place_data(data, device)
+    criterion = build_loss(recipe.loss, spec).to(device)
+    model.to(device)
+    optimizer = build_optimizer(recipe.optimizer, model)
+    schedule = build_schedule(recipe.schedule, optimizer, recipe.train.epochs, steps_per_epoch(recipe, data))
+
+    metrics_path = folder / runs.METRICS_FILE
+    metrics = MetricsFile(metrics_path)
+    start_step = resume_state["loop"]["step"] if resume_state else 0
+    callbacks: list[Any] = [metrics]
+    if recipe.log.tensorboard:
+        callbacks.append(TensorBoardLogger(folder / "tensorboard", purge_step=start_step if resume_state else None))
+    callbacks.append(Progress(progress or recipe.log.progress, recipe.train.epochs))
+    digest = recipe_hash(recipe)
+
+    def checkpointer(kind: str, module: torch.nn.Module, state: dict[str, Any], info: dict[str, Any]) -> None:
+        meta = {"kind": kind, **info, "records": metrics.line_count, "recipe_hash": digest, "recipe_name": recipe.name}
+        checkpoints.save_checkpoint(folder / "checkpoints" / kind, module, state, meta)
+
+    runs.write_status(folder, "running", device=str(device), precision=precision.name)
+    try:
+        result = fit(
+            model, criterion, optimizer, data, recipe.train, precision, schedule,
+            CallbackList(callbacks), checkpointer, resume_state,
+        )
+    except TrainingDiverged:
+        runs.write_status(folder, "diverged")
+        raise
+    except KeyboardInterrupt:
+        runs.write_status(folder, "interrupted")
+        raise
+    except BaseException as error:
+        runs.write_status(folder, "failed", error=f"{type(error).__name__}: {error}")
+        raise
+    status = result.state.status
+    runs.write_status(
+        folder, status, step=result.state.step, epoch=result.state.epoch,
+        best_value=result.state.best_value, best_step=result.state.best_step, monitor=recipe.train.monitor,
+        seconds=round(result.seconds, 3), samples_per_second=round(result.samples_per_second, 1),
+    )
+    if recipe.log.plots:
+        from trainlab.evaluate.plots import plot_curves  # matplotlib loads only here
+
+        plot_curves(metrics.records, folder / "plots" / "curves.png", title=recipe.name)
+    return Run(folder, recipe, model, metrics.records, status, result)
+
+
+def train(
+    recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path,
+    out: str | Path | None = None,
+    root: str | Path = "runs",
+    progress: str | None = None,
+) -> Run:
+    """Validate, then train a recipe into a new run folder (``out`` exactly, or under ``root``)."""
+    checked = check(recipe)
+    config = checked.recipe
+    seed_everything(config.seed)
+    data = build_data(config.data, config.seed)
+    resolved = resolve(config, data.spec, data)
+    folder = runs.new_run_folder(config.name, out, root)
+    runs.write_recipe(folder, recipe_dump(resolved))
+    device = choose_device(config.train.device)
+    checkpoints.write_json_atomic(folder / runs.ENV_FILE, runs.environment(device, config.train.precision))
+    checkpoints.write_json_atomic(folder / runs.DATA_FILE, _data_description(data.spec))
+    # The model validation built is the model a fresh seeded build gives; continue from the same RNG state.
+    seed_everything(config.seed)
+    torch.set_rng_state(checked.rng_after_build)
+    return _execute(folder, resolved, data.spec, data, checked.model, None, progress)
+
+
+def resume(folder: str | Path, overrides: list[str] | None = None, progress: str | None = None) -> Run:
+    """Continue a run from ``checkpoints/last`` exactly (or extend it with e.g. ``train.epochs=20``).
+
+    Everything is verified (recipe, checkpoint integrity, weights fit the model) before any file
+    of the run is touched.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrainlabError(f"run folder '{folder}' does not exist. Give the folder that `trainlab train` printed")
+    recipe_path = folder / runs.RECIPE_FILE
+    if not recipe_path.is_file():
+        raise TrainlabError(f"'{folder}' is not a trainlab run folder: it has no {runs.RECIPE_FILE}")
+    found = checkpoints.find_checkpoint(folder / "checkpoints", "last")
+    if found is None:
+        raise TrainlabError(
+            f"run '{folder}' has no complete checkpoint to resume from (checkpoints/last is missing). "
+            "Start it again with `trainlab train`"
+        )
+    meta = checkpoints.read_meta(found)
+    loaded = load_recipe(recipe_path, overrides)
+    checked = check(loaded)
+    config = checked.recipe
+    seed_everything(config.seed)
+    data = build_data(config.data, config.seed)
+    resolved = resolve(config, data.spec, data)
+    model = checked.model
+    checkpoints.load_weights(found, model)
+    state = checkpoints.load_state(found)
+    if not isinstance(state, dict) or not {"loop", "optimizer", "rng", "meters"} <= set(state):
+        raise TrainlabError(f"'{found / checkpoints.STATE_FILE}' is not a trainlab training state")
+    # From here on the run folder changes: drop records written after the checkpoint.
+    if overrides:
+        runs.write_recipe(folder, recipe_dump(resolved))
+    truncate_records(folder / runs.METRICS_FILE, int(meta.get("records", 0)))
+    return _execute(folder, resolved, data.spec, data, model, state, progress)

@@ -1,0 +1,246 @@
+"""The recipe: one pydantic model per section, unknown keys forbidden.
+
+This module is the single source of truth for the recipe format (``trainlab schema`` prints it
+as JSON Schema). It imports no torch: names of torch objects and their arguments are checked by
+the stage that owns them (``trainlab.pipeline.check``), against the real torch signatures.
+
+Sections whose arguments go straight to a torch constructor (``loss``, ``optimizer``,
+``schedule``, a built-in model) accept extra keys: those are the torch arguments, validated with
+``inspect.signature(...).bind_partial`` before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TorchArguments(BaseModel):
+    """A section whose extra keys are keyword arguments of the named torch object."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def arguments(self) -> dict[str, Any]:
+        """The torch keyword arguments (the extra keys), in recipe order."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+class Split(Section):
+    """Fractions of the data held out, stratified by class and seeded by the recipe's seed."""
+
+    valid: float = Field(0.2, ge=0.0, lt=1.0, description="Fraction held out for validation.")
+    test: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction held out for the test split.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> "Split":
+        if self.valid + self.test >= 1.0:
+            raise ValueError(f"valid + test must leave training data (valid={self.valid}, test={self.test})")
+        return self
+
+
+class DataCommon(Section):
+    batch_size: int = Field(64, gt=0, description="Samples per training batch (per process).")
+    eval_batch_size: int | None = Field(
+        None, gt=0, description="Samples per validation/test batch; default: 4x batch_size."
+    )
+    shuffle: bool = Field(True, description="Shuffle the training split every epoch (seeded).")
+    drop_last: bool = Field(False, description="Drop a last training batch smaller than batch_size.")
+    split: Split = Field(default_factory=Split)
+    loader: Literal["auto", "memory", "dataloader"] = Field(
+        "auto",
+        description="memory: index-slice tensors held in memory; dataloader: torch DataLoader; auto picks.",
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (dataloader loader only).")
+
+
+class DigitsData(DataCommon):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download."""
+
+    source: Literal["sklearn-digits"]
+    resize: list[int] | None = Field(
+        None, min_length=2, max_length=2, description="[height, width] to resize the 8x8 images to."
+    )
+    normalize: bool = Field(True, description="Scale to [0, 1] and standardize with the training mean/std.")
+
+
+class SyntheticData(DataCommon):
+    """Seeded random tensors for tests and benchmarks: a fixed random teacher labels the inputs."""
+
+    source: Literal["synthetic"]
+    task: Literal["classification", "regression", "sequence"] = "classification"
+    shape: list[int] = Field(default_factory=lambda: [16], min_length=1, description="Shape of one input sample.")
+    num_samples: int = Field(512, gt=1)
+    num_classes: int = Field(
+        2, ge=2, description="Classes (classification) or label alphabet incl. the blank 0 (sequence)."
+    )
+    num_targets: int = Field(1, gt=0, description="Target values per sample (regression).")
+    target_length: int = Field(4, gt=0, description="Label sequence length (sequence task).")
+    vocab_size: int | None = Field(
+        None, gt=1, description="Inputs are integer token ids in [0, vocab_size) instead of floats."
+    )
+    noise: float = Field(0.1, ge=0.0, description="Label noise: std of noise added to the teacher's output.")
+
+
+DataConfig = Annotated[Union[DigitsData, SyntheticData], Field(discriminator="source")]
+DATA_SOURCES = ("sklearn-digits", "synthetic")
+
+
+# ----------------------------------------------------------------------------------- model
+
+
+class InitConfig(TorchArguments):
+    """A ``torch.nn.init`` scheme applied by module type: weights of Linear/Conv layers get it,
+    biases are zeroed, normalization weights set to 1. Extra keys are the scheme's arguments."""
+
+    name: str
+
+
+class ModelConfig(TorchArguments):
+    """A built-in or torchvision model by ``name`` (extra keys are its arguments), or a stack of
+    ``layers`` with named ``blocks``."""
+
+    name: str | None = Field(None, description="LeNet, LeNetBN, MLP or a torchvision model such as resnet18.")
+    layers: list[Any] | None = Field(None, description="torch.nn layers in order; see the layer grammar.")
+    blocks: dict[str, list[Any]] = Field(default_factory=dict, description="Named layer lists used by {block: name}.")
+    init: InitConfig | None = Field(None, description="A torch.nn.init scheme, e.g. xavier_normal_.")
+    output_activation: str | None = Field(
+        None, description="A layer appended to the model's output: LogSoftmax, Softmax or Sigmoid."
+    )
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _init_by_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ModelConfig":
+        if (self.name is None) == (self.layers is None):
+            raise ValueError("give exactly one of 'name' (a built-in model) or 'layers' (a layer stack)")
+        if self.layers is not None and self.arguments():
+            raise ValueError(f"unknown keys beside 'layers': {', '.join(self.arguments())}")
+        return self
+
+
+# ----------------------------------------------------------------------------------- loss / optimizer / schedule
+
+
+class LossConfig(TorchArguments):
+    """A ``torch.nn`` loss by name; extra keys are its arguments (tensors as lists)."""
+
+    name: str = Field(description="CrossEntropyLoss, MSELoss, BCEWithLogitsLoss, ...")
+
+
+class ParamGroup(TorchArguments):
+    """Optimizer settings for the parameters of some modules; extra keys override the optimizer's."""
+
+    params: list[str] = Field(description="Module names (prefixes such as 'classifier' or 'layers.3').")
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class OptimizerConfig(TorchArguments):
+    """A ``torch.optim`` optimizer by name; extra keys are its arguments (``momentum``, ``betas``)."""
+
+    name: str = "AdamW"
+    lr: float = Field(1e-3, gt=0.0, description="Learning rate.")
+    no_decay: list[str] = Field(
+        default_factory=list,
+        description="Parameters that get weight_decay 0: 'bias', 'norm' (normalization layers, by type), "
+        "'embedding', or a glob on parameter names. `true` means [bias, norm].",
+    )
+    groups: list[ParamGroup] = Field(default_factory=list)
+
+    @field_validator("no_decay", mode="before")
+    @classmethod
+    def _no_decay_flag(cls, value: Any) -> Any:
+        if value is True:
+            return ["bias", "norm"]
+        if value is False or value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+
+class ScheduleConfig(TorchArguments):
+    """A ``torch.optim.lr_scheduler`` scheduler by name; extra keys are its arguments."""
+
+    name: str
+    interval: Literal["step", "epoch"] | None = Field(
+        None, description="Step the scheduler per optimizer step or per epoch; default: the scheduler's own unit."
+    )
+
+
+# ----------------------------------------------------------------------------------- training
+
+
+class EarlyStopping(Section):
+    patience: int = Field(5, ge=1, description="Validations without improvement of train.monitor before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change of the monitor that counts as improvement.")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    accumulate: int = Field(1, ge=1, description="Micro-batches per optimizer step (gradient accumulation).")
+    clip_grad_norm: float | None = Field(None, gt=0.0, description="Clip the global gradient 2-norm to this value.")
+    clip_grad_value: float | None = Field(None, gt=0.0, description="Clip every gradient element to [-v, v].")
+    precision: Literal["32", "16-mixed", "bf16-mixed", "auto"] = Field(
+        "auto", description="auto: bf16-mixed on a GPU that supports it, else 32."
+    )
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between training log records.")
+    validate_every: int = Field(1, ge=1, description="Epochs between validations.")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="Optimizer steps between mid-epoch checkpoints (checkpoints/last)."
+    )
+    monitor: str = Field("valid/loss", description="Metric that selects checkpoints/best and drives early stopping.")
+    mode: Literal["min", "max", "auto"] = Field("auto", description="auto: max for accuracy-like metrics, min otherwise.")
+    early_stopping: EarlyStopping | None = None
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+        return value
+
+
+class LogConfig(Section):
+    tensorboard: bool = Field(True, description="Write TensorBoard scalars under tensorboard/.")
+    plots: bool = Field(True, description="Write plots/curves.png at the end of training.")
+    progress: Literal["auto", "bar", "plain", "none"] = Field(
+        "auto", description="auto: a rich progress bar on a terminal, plain lines otherwise."
+    )
+
+
+class Recipe(Section):
+    """A complete training recipe."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Run name: the folder under runs/.")
+    seed: int = Field(0, description="Seeds data splits, shuffling, initialisation and dropout.")
+    data: DataConfig
+    model: ModelConfig
+    loss: LossConfig | None = Field(None, description="Default: CrossEntropyLoss (classification), MSELoss (regression).")
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig | None = None
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    log: LogConfig = Field(default_factory=LogConfig)

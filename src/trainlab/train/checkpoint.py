@@ -1,0 +1,221 @@
+"""Checkpoints that survive a kill at any moment and never unpickle code.
+
+A checkpoint is a folder (``checkpoints/last``, ``checkpoints/best``) holding
+
+- ``model.safetensors``: the weights (safetensors; shared weights handled by ``save_model``),
+- ``state.pt``: optimizer, scheduler, GradScaler, loop position, meters and every RNG state,
+  as plain tensors and numbers, read back with ``torch.load(weights_only=True)``,
+- ``meta.json``: what it is (format, step, epoch, monitor value) and the SHA-256 of both files.
+
+Writing is atomic: everything goes to ``<kind>.partial/`` (each file fsynced), the old folder is
+renamed to ``<kind>.previous/``, the new one renamed into place, then the old one removed. A kill
+between any two of those leaves a complete checkpoint under ``<kind>/`` or ``<kind>.previous/``,
+and :func:`find_checkpoint` picks it up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from trainlab.recipe.errors import TrainlabError
+
+FORMAT = "trainlab-checkpoint"
+VERSION = 1
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` through a fsynced temporary file and a rename."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+# ----------------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG trainlab or a model may draw from, as tensors and plain values."""
+    numpy_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": [list(item) if isinstance(item, tuple) else item for item in random.getstate()],
+        "numpy": {
+            "name": numpy_state[0],
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "pos": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------- save / load
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Atomically replace the checkpoint folder ``folder`` with a new one."""
+    folder = Path(folder)
+    parent = folder.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    partial = parent / f"{folder.name}.partial"
+    previous = parent / f"{folder.name}.previous"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    save_model(_unwrap(model), str(partial / MODEL_FILE))
+    torch.save(state, partial / STATE_FILE)
+    for name in (MODEL_FILE, STATE_FILE):
+        _fsync_file(partial / name)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        **meta,
+        "files": {name: _sha256(partial / name) for name in (MODEL_FILE, STATE_FILE)},
+    }
+    write_json_atomic(partial / META_FILE, meta)
+    _fsync_dir(partial)
+    if folder.exists():
+        if previous.exists():
+            shutil.rmtree(previous)
+        os.replace(folder, previous)
+    os.replace(partial, folder)
+    _fsync_dir(parent)
+    if previous.exists():
+        shutil.rmtree(previous)
+    return folder
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP / torch.compile wrappers, so weight names stay portable."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / name).is_file() for name in (MODEL_FILE, STATE_FILE, META_FILE))
+
+
+def find_checkpoint(checkpoints: Path, kind: str = "last") -> Path | None:
+    """The complete checkpoint folder of ``kind``, recovering from an interrupted write."""
+    for candidate in (checkpoints / kind, checkpoints / f"{kind}.previous"):
+        if candidate.is_dir() and _complete(candidate):
+            return candidate
+    return None
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """The checkpoint's meta.json, verified to be a trainlab checkpoint with intact files."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise TrainlabError(
+            f"checkpoint '{folder}' has no readable {META_FILE} ({error}); it is not a trainlab checkpoint or it is "
+            "damaged. Resume from another run, or start again with `trainlab train`"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise TrainlabError(
+            f"'{folder}' is not a trainlab checkpoint (its {META_FILE} has no format '{FORMAT}'). "
+            "Point at a run folder that trainlab wrote"
+        )
+    if meta.get("version", 0) > VERSION:
+        raise TrainlabError(
+            f"checkpoint '{folder}' was written by a newer trainlab (format version {meta.get('version')}). "
+            "Upgrade trainlab to read it"
+        )
+    for name, expected in (meta.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file() or _sha256(path) != expected:
+            raise TrainlabError(
+                f"checkpoint file '{path}' is missing or corrupt (its SHA-256 does not match {META_FILE}). "
+                "The checkpoint cannot be trusted; resume from an earlier run or train again"
+            )
+    return meta
+
+
+def load_weights(folder: Path, model: torch.nn.Module) -> None:
+    """Load ``model.safetensors`` into ``model``; a foreign set of weights is a clear error."""
+    try:
+        missing, unexpected = load_model(_unwrap(model), str(folder / MODEL_FILE), strict=False)
+    except Exception as error:  # safetensors raises plain Exceptions for shape/format problems
+        raise TrainlabError(
+            f"the weights in '{folder / MODEL_FILE}' do not fit this recipe's model ({error}). "
+            "Was the model section changed since the checkpoint was written?"
+        ) from None
+    if missing or unexpected:
+        raise TrainlabError(
+            f"the weights in '{folder / MODEL_FILE}' do not fit this recipe's model: missing {list(missing)[:5]}, "
+            f"unexpected {list(unexpected)[:5]}. Was the model section changed since the checkpoint was written?"
+        )
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    """``state.pt`` through ``torch.load(weights_only=True)``: tensors and plain values only."""
+    try:
+        return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as error:  # an UnpicklingError names the refused global; anything else is damage
+        raise TrainlabError(
+            f"cannot load '{folder / STATE_FILE}' safely ({type(error).__name__}: {str(error)[:200]}). "
+            "trainlab only reads plain tensors and numbers from checkpoints"
+        ) from None

@@ -1,0 +1,363 @@
+"""The fit loop: one readable training loop, written like a hand-written one.
+
+    for each epoch:
+        for each batch:
+            forward under autocast -> loss * (batch items / window items) -> backward
+            at the last batch of an accumulation window:
+                unscale -> clip -> optimizer step -> scaler update -> zero_grad(set_to_none=True)
+                -> per-step schedule -> log every N steps -> checkpoint every N steps
+        validate -> per-epoch schedule -> best / early stopping -> checkpoint
+
+Losses and metrics are summed on the device and read only at log points, so there is no
+host-device synchronisation between them. Everything the loop needs to continue (its position,
+the meters, the optimizer, scheduler and scaler, every RNG) goes into the checkpoint, so an
+interrupted run resumes to the same metrics and bitwise-identical weights.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from trainlab.data.spec import DataBundle, Loader
+from trainlab.recipe.errors import TrainlabError
+from trainlab.recipe.schema import TrainConfig
+from trainlab.train.callbacks import BaseCallback
+from trainlab.train.checkpoint import rng_state, set_rng_state
+from trainlab.train.optimizers import needs_closure
+from trainlab.train.precision import Precision
+from trainlab.train.schedules import Schedule
+
+Checkpointer = Callable[[str, torch.nn.Module, dict[str, Any], dict[str, Any]], None]
+
+
+class TrainingDiverged(TrainlabError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    """Where the loop is. Plain numbers, saved in every checkpoint."""
+
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches consumed in the current epoch
+    step: int = 0  # optimizer steps taken
+    samples: int = 0  # training samples seen
+    best_value: float | None = None  # best value of train.monitor so far
+    best_step: int | None = None
+    stale_validations: int = 0  # validations without improvement (early stopping)
+    status: str = "running"  # running | finished | early_stopped | interrupted | diverged
+
+
+class Meter:
+    """Sums of loss and metrics over a span of batches, kept on the device."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0  # samples, known on the host without a sync
+
+    def add(self, values: dict[str, torch.Tensor], count: int) -> None:
+        for name, value in values.items():
+            value = value.detach().float()
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.count += count
+
+    def averages(self) -> dict[str, float]:
+        """Read the sums: the one host-device sync of a log point."""
+        if not self.count:
+            return {}
+        names = list(self.sums)
+        values = torch.stack([self.sums[name] for name in names]).cpu().tolist()
+        return {name: value / self.count for name, value in zip(names, values)}
+
+    def reset(self) -> None:
+        self.sums, self.count = {}, 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"sums": {name: value.cpu() for name, value in self.sums.items()}, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        self.sums = {name: value.to(device) for name, value in state["sums"].items()}
+        self.count = int(state["count"])
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """``min`` or ``max`` for a monitor key such as ``valid/accuracy``."""
+    if mode != "auto":
+        return mode
+    metric = monitor.split("/", 1)[-1]
+    return "max" if metric in ("accuracy", "top5_accuracy", "f1", "precision", "recall", "auroc", "r2") else "min"
+
+
+def window_items(loader: Loader, batch_index: int, accumulate: int) -> int:
+    """Samples in the accumulation window that holds ``batch_index`` (a last window may be short)."""
+    first = (batch_index // accumulate) * accumulate
+    last = min(first + accumulate, len(loader))
+    return sum(min(loader.batch_size, loader.num_samples - index * loader.batch_size) for index in range(first, last))
+
+
+@torch.inference_mode()
+def evaluate_loader(
+    model: torch.nn.Module, criterion: Any, loader: Loader, precision: Precision, device: torch.device
+) -> dict[str, float]:
+    """Mean loss and metrics over a whole split (one host sync at the end)."""
+    was_training = model.training
+    model.eval()
+    meter = Meter()
+    loader.set_epoch(0)
+    for inputs, targets in loader:
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        with precision.autocast():
+            outputs = model(inputs)
+            loss = criterion(outputs, targets)
+        count = inputs.shape[0]
+        total = loss * count if criterion.reduction == "mean" else loss
+        meter.add({"loss": total, **criterion.batch_metrics(outputs, targets)}, count)
+    model.train(was_training)
+    return meter.averages()
+
+
+class _InterruptFlag:
+    """Ctrl-C asks the loop to stop at the next optimizer step (a second Ctrl-C stops at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_InterruptFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+@dataclass
+class FitResult:
+    state: TrainState
+    last_validation: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+
+def fit(
+    model: torch.nn.Module,
+    criterion: Any,
+    optimizer: torch.optim.Optimizer,
+    data: DataBundle,
+    config: TrainConfig,
+    precision: Precision,
+    schedule: Schedule | None = None,
+    callbacks: BaseCallback | None = None,
+    checkpointer: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train ``model`` for ``config.epochs`` epochs (or until early stopping) and return where it ended.
+
+    ``resume`` is the ``state.pt`` of a checkpoint: the loop continues from exactly that point.
+    """
+    device = precision.device
+    callbacks = callbacks or BaseCallback()
+    loader = data.train
+    accumulate = config.accumulate
+    steps_per_epoch = math.ceil(len(loader) / accumulate)
+    mode = monitor_mode(config.monitor, config.mode)
+    closure_optimizer = needs_closure(optimizer)
+
+    state = TrainState()
+    log_meter, epoch_meter = Meter(), Meter()
+    if resume is not None:
+        state = TrainState(**resume["loop"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if schedule is not None and resume.get("schedule") is not None:
+            schedule.load_state_dict(resume["schedule"])
+        precision.load_state_dict(resume.get("scaler") or {})
+        log_meter.load_state_dict(resume["meters"]["log"], device)
+        epoch_meter.load_state_dict(resume["meters"]["epoch"], device)
+        set_rng_state(resume["rng"])
+        state.status = "running"
+
+    def training_state() -> dict[str, Any]:
+        return {
+            "loop": asdict(state),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict() if schedule is not None else None,
+            "scaler": precision.state_dict(),
+            "meters": {"log": log_meter.state_dict(), "epoch": epoch_meter.state_dict()},
+            "loader": {"epoch": state.epoch, "position": state.batch},
+            "rng": rng_state(),
+        }
+
+    saved_at: dict[str, tuple[int, int]] = {}
+
+    def save(kind: str, extra: dict[str, Any] | None = None) -> None:
+        saved_at[kind] = (state.step, state.epoch)
+        if checkpointer is not None:
+            info = {"step": state.step, "epoch": state.epoch, "batch": state.batch, **(extra or {})}
+            checkpointer(kind, model, training_state(), info)
+
+    def emit(split: str, values: dict[str, float]) -> None:
+        record: dict[str, Any] = {"step": state.step, "epoch": state.epoch + (1 if split == "train" else 0), "split": split}
+        record.update(values)
+        if split == "train":
+            record["lr"] = optimizer.param_groups[0]["lr"]
+        record["time"] = time.time()
+        callbacks.on_record(record)
+
+    def log_train() -> None:
+        values = log_meter.averages()
+        log_meter.reset()
+        if not values:
+            return
+        if not math.isfinite(values["loss"]):
+            state.status = "diverged"
+        emit("train", values)
+
+    def clip() -> None:
+        if config.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad_norm)
+        if config.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(model.parameters(), config.clip_grad_value)
+
+    last_validation: dict[str, float] = {}
+    total_steps = steps_per_epoch * config.epochs
+    callbacks.on_train_start(total_steps, state.step)
+    started = time.perf_counter()
+    samples_at_start = state.samples
+    model.to(device)
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+
+    with _InterruptFlag() as interrupt:
+        while state.epoch < config.epochs and state.status == "running":
+            loader.set_epoch(state.epoch)
+            loader.load_state_dict({"epoch": state.epoch, "position": state.batch, "seed": loader.seed})
+            batches = len(loader)
+            for batch_index, (inputs, targets) in enumerate(loader, start=state.batch):
+                inputs = inputs.to(device, non_blocking=True)  # (B, ...) 
+                targets = targets.to(device, non_blocking=True)
+                count = inputs.shape[0]
+                window_end = batch_index % accumulate == accumulate - 1 or batch_index == batches - 1
+
+                if closure_optimizer:  # LBFGS re-evaluates the batch itself, several times per step
+                    captured: dict[str, Any] = {}
+
+                    def closure() -> torch.Tensor:
+                        optimizer.zero_grad(set_to_none=True)
+                        with precision.autocast():
+                            outputs = model(inputs)
+                            loss = criterion(outputs, targets)
+                        loss.backward()
+                        clip()
+                        captured.setdefault("outputs", outputs.detach())
+                        captured.setdefault("loss", loss.detach())
+                        return loss
+
+                    optimizer.step(closure)
+                    outputs, loss = captured["outputs"], captured["loss"]
+                    stepped = True
+                else:
+                    with precision.autocast():
+                        outputs = model(inputs)
+                        loss = criterion(outputs, targets)
+                    # Normalise by the whole window's item count, so accumulation equals the larger batch.
+                    scale = count / window_items(loader, batch_index, accumulate) if criterion.reduction == "mean" else 1.0
+                    precision.backward(loss * scale if scale != 1.0 else loss)
+                    stepped = False
+
+                values = {"loss": loss.detach() * count if criterion.reduction == "mean" else loss.detach()}
+                values.update(criterion.batch_metrics(outputs.detach(), targets))
+                log_meter.add(values, count)
+                epoch_meter.add(values, count)
+                state.batch = batch_index + 1
+                state.samples += count
+
+                if not window_end:
+                    continue
+                if not closure_optimizer:
+                    precision.unscale(optimizer)
+                    clip()
+                    stepped = precision.step(optimizer)
+                    optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                if stepped and schedule is not None:
+                    schedule.after_optimizer_step()
+                callbacks.on_step(state.step, count)
+                if state.step % config.log_every == 0:
+                    log_train()
+                if state.status == "diverged":
+                    break
+                if interrupt.requested:
+                    state.status = "interrupted"
+                    break
+                if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < batches:
+                    save("last")
+
+            if state.status == "running":  # the epoch finished
+                log_train()
+            if state.status in ("diverged", "interrupted"):
+                break
+            state.epoch += 1
+            state.batch = 0
+            epoch_values = epoch_meter.averages()
+            epoch_meter.reset()
+
+            validate_now = state.epoch % config.validate_every == 0 or state.epoch == config.epochs
+            if validate_now and data.valid is not None:
+                last_validation = evaluate_loader(model, criterion, data.valid, precision, device)
+                emit("valid", last_validation)
+                if not math.isfinite(last_validation.get("loss", 0.0)):
+                    state.status = "diverged"
+                    break
+            if schedule is not None:
+                schedule.after_epoch()
+
+            improved = False
+            split, _, metric = config.monitor.partition("/")
+            current = {"train": epoch_values, "valid": last_validation if validate_now else {}}.get(split, {}).get(metric)
+            if current is not None:
+                best = state.best_value
+                delta = config.early_stopping.min_delta if config.early_stopping else 0.0
+                if best is None or (current < best - delta if mode == "min" else current > best + delta):
+                    state.best_value, state.best_step, state.stale_validations = current, state.step, 0
+                    improved = True
+                else:
+                    state.stale_validations += 1
+                if config.early_stopping and state.stale_validations >= config.early_stopping.patience:
+                    state.status = "early_stopped"
+            if state.epoch >= config.epochs and state.status == "running":
+                state.status = "finished"
+            if interrupt.requested and state.status == "running":
+                state.status = "interrupted"
+            save("last")
+            if improved:
+                save("best", {"monitor": config.monitor, "value": current})
+
+        if state.status == "interrupted" and saved_at.get("last") != (state.step, state.epoch):
+            save("last")
+        elif state.status == "running":  # resumed a run that had already finished
+            state.status = "finished"
+
+    seconds = time.perf_counter() - started
+    callbacks.on_train_end(state.status)
+    result = FitResult(state, last_validation, seconds, (state.samples - samples_at_start) / seconds if seconds else 0.0)
+    if state.status == "diverged":
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite at step {state.step}; training stopped and the last good checkpoint "
+            "was kept. Lower optimizer.lr, set train.clip_grad_norm, or check the data for NaN values"
+        )
+    return result

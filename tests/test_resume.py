@@ -1,0 +1,170 @@
+"""Resume continues exactly: same metrics.jsonl and bitwise-identical weights as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import trainlab
+from trainlab.recipe import TrainlabError
+from trainlab.train import checkpoint as checkpoints
+from trainlab.train.callbacks import Progress, read_records
+
+from conftest import same_weights, tiny_recipe, without_time
+
+
+class Crash(Exception):
+    """Stands in for a process dying: nothing after it runs, files stay as they were."""
+
+
+def crash_after_step(monkeypatch, step: int) -> None:
+    original = Progress.on_step
+
+    def on_step(self, current, samples):
+        original(self, current, samples)
+        if current == step:
+            raise Crash(f"killed after step {current}")
+
+    monkeypatch.setattr(Progress, "on_step", on_step)
+
+
+def recipe_with_state():
+    """Dropout (RNG), momentum (optimizer state) and a step schedule (scheduler state)."""
+    return tiny_recipe(
+        model={"layers": [{"Linear": {"out_features": 12}}, "ReLU", {"Dropout": 0.3},
+                          {"Linear": {"out_features": "num_classes"}}]},
+        optimizer={"name": "SGD", "lr": 0.1, "momentum": 0.9},
+        schedule={"name": "StepLR", "step_size": 1, "gamma": 0.7},
+        train={"epochs": 4, "log_every": 2, "checkpoint_every": 3, "device": "cpu", "precision": "32"},
+    )
+
+
+@pytest.mark.parametrize("crash_step", [9, 14], ids=["epoch-boundary", "mid-epoch"])
+def test_resume_equals_uninterrupted(crash_step, tmp_path, monkeypatch):
+    # 72 training samples / batch 8 = 9 steps an epoch; step 9 ends epoch 1, step 14 is inside epoch 2
+    recipe = recipe_with_state()
+    whole = trainlab.train(recipe, out=tmp_path / "whole")
+
+    with monkeypatch.context() as patch:
+        crash_after_step(patch, crash_step)
+        with pytest.raises(Crash):
+            trainlab.train(recipe, out=tmp_path / "broken")
+    meta = json.loads((tmp_path / "broken/checkpoints/last/meta.json").read_text())
+    assert meta["step"] == (9 if crash_step == 9 else 12)  # the last checkpoint before the crash
+    resumed = trainlab.resume(tmp_path / "broken")
+
+    assert same_weights(whole.model, resumed.model)
+    assert without_time(read_records(tmp_path / "whole/metrics.jsonl")) == without_time(
+        read_records(tmp_path / "broken/metrics.jsonl")
+    )
+    assert resumed.status == "finished"
+
+
+def test_extend_a_finished_run(tmp_path):
+    recipe = tiny_recipe(train={"epochs": 2, "device": "cpu", "precision": "32", "log_every": 2})
+    longer = trainlab.train(tiny_recipe(train={**recipe["train"], "epochs": 4}), out=tmp_path / "long")
+    trainlab.train(recipe, out=tmp_path / "short")
+    extended = trainlab.resume(tmp_path / "short", ["train.epochs=4"])
+    assert same_weights(longer.model, extended.model)
+    assert yaml.safe_load((tmp_path / "short/recipe.yaml").read_text())["train"]["epochs"] == 4
+
+
+def test_kill_9_during_training_then_resume(tmp_path):
+    """A real process killed with SIGKILL at an arbitrary moment (possibly mid-checkpoint) resumes exactly."""
+    recipe = tiny_recipe(
+        data={**tiny_recipe()["data"], "num_samples": 4000, "batch_size": 4},
+        train={"epochs": 3, "log_every": 25, "checkpoint_every": 20, "device": "cpu", "precision": "32"},
+    )
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    whole = trainlab.train(recipe, out=tmp_path / "whole")
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainlab", "train", str(recipe_path), "--out", str(run_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / "checkpoints/last/meta.json").exists():
+        if process.poll() is not None:
+            break
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it get into the next stretch of training, or a checkpoint write
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoints.find_checkpoint(run_dir / "checkpoints") is not None
+
+    resumed = trainlab.resume(run_dir)
+    assert same_weights(whole.model, resumed.model)
+    assert without_time(whole.metrics) == without_time(read_records(run_dir / "metrics.jsonl"))
+
+
+def test_interrupted_checkpoint_write_leaves_a_complete_checkpoint(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    folder = tmp_path / "checkpoints" / "last"
+    checkpoints.save_checkpoint(folder, model, {"x": torch.ones(1)}, {"step": 1})
+    # a kill after renaming last -> last.previous but before renaming the new one into place:
+    os.replace(folder, tmp_path / "checkpoints" / "last.previous")
+    (tmp_path / "checkpoints" / "last.partial").mkdir()
+    found = checkpoints.find_checkpoint(tmp_path / "checkpoints")
+    assert found == tmp_path / "checkpoints" / "last.previous"
+    assert checkpoints.read_meta(found)["step"] == 1
+    # the next save cleans up and replaces atomically
+    checkpoints.save_checkpoint(folder, model, {"x": torch.ones(1)}, {"step": 2})
+    assert checkpoints.read_meta(checkpoints.find_checkpoint(tmp_path / "checkpoints"))["step"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last"]
+
+
+def test_resume_errors_leave_the_run_untouched(tmp_path):
+    with pytest.raises(TrainlabError, match="does not exist"):
+        trainlab.resume(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainlabError, match="not a trainlab run folder"):
+        trainlab.resume(tmp_path / "empty")
+
+    run = trainlab.train(tiny_recipe(), out=tmp_path / "run")
+    metrics_before = (run.folder / "metrics.jsonl").read_bytes()
+    weights = run.folder / "checkpoints/last/model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(TrainlabError, match="corrupt"):
+        trainlab.resume(run.folder)
+    assert (run.folder / "metrics.jsonl").read_bytes() == metrics_before
+
+    meta = run.folder / "checkpoints/last/meta.json"
+    meta.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(TrainlabError, match="not a trainlab checkpoint"):
+        trainlab.resume(run.folder)
+
+
+def test_foreign_weights_are_refused(tmp_path):
+    run = trainlab.train(tiny_recipe(), out=tmp_path / "run")
+    other = trainlab.train(
+        tiny_recipe(model={"layers": [{"Linear": {"out_features": 5}}, "Tanh", {"Linear": {"out_features": "num_classes"}}]}),
+        out=tmp_path / "other",
+    )
+    for name in ("model.safetensors", "state.pt", "meta.json"):
+        (run.folder / "checkpoints/last" / name).write_bytes((other.folder / "checkpoints/last" / name).read_bytes())
+    with pytest.raises(TrainlabError, match="do not fit"):
+        trainlab.resume(run.folder)
+
+
+def test_state_is_loaded_without_unpickling_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    folder = tmp_path / "ckpt"
+    checkpoints.save_checkpoint(folder, torch.nn.Linear(1, 1), {"evil": Evil()}, {})
+    with pytest.raises(TrainlabError, match="safely"):
+        checkpoints.load_state(folder)
