@@ -129,7 +129,9 @@ def test_plugins_register_components(tmp_path, capsys, monkeypatch):
         "                               torch.nn.Linear(width, spec.num_classes))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    path = write(tmp_path, tiny_recipe(model={"name": "TinyPluginNet", "width": 5}))
+    recipe = tiny_recipe()
+    recipe["model"] = {"name": "TinyPluginNet", "width": 5}
+    path = write(tmp_path, recipe)
     code, _, err = run_cli(["validate", str(path)], capsys)
     assert code == 2 and "model.name" in err  # not registered without the plugin
     code, out, err = run_cli(["--plugins", "myplugins.nets", "validate", str(path)], capsys)

@@ -48,9 +48,10 @@ def recipe_with_state():
     )
 
 
-@pytest.mark.parametrize("crash_step", [9, 14], ids=["epoch-boundary", "mid-epoch"])
+@pytest.mark.parametrize("crash_step", [10, 14], ids=["epoch-boundary", "mid-epoch"])
 def test_resume_equals_uninterrupted(crash_step, tmp_path, monkeypatch):
-    # 72 training samples / batch 8 = 9 steps an epoch; step 9 ends epoch 1, step 14 is inside epoch 2
+    # 72 training samples / batch 8 = 9 steps an epoch: the crash after step 10 finds the end-of-epoch-1
+    # checkpoint (step 9), the one after step 14 the mid-epoch checkpoint of step 12
     recipe = recipe_with_state()
     whole = trainlab.train(recipe, out=tmp_path / "whole")
 
@@ -59,7 +60,7 @@ def test_resume_equals_uninterrupted(crash_step, tmp_path, monkeypatch):
         with pytest.raises(Crash):
             trainlab.train(recipe, out=tmp_path / "broken")
     meta = json.loads((tmp_path / "broken/checkpoints/last/meta.json").read_text())
-    assert meta["step"] == (9 if crash_step == 9 else 12)  # the last checkpoint before the crash
+    assert meta["step"] == (9 if crash_step == 10 else 12)  # the last checkpoint before the crash
     resumed = trainlab.resume(tmp_path / "broken")
 
     assert same_weights(whole.model, resumed.model)

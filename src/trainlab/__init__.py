@@ -24,16 +24,19 @@ _LAZY = {
     "Recipe": "trainlab.recipe",
     "RecipeError": "trainlab.recipe",
     "TrainlabError": "trainlab.recipe",
-    "train": "trainlab.pipeline",
     "resume": "trainlab.pipeline",
     "check": "trainlab.pipeline",
     "Run": "trainlab.pipeline",
 }
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [*_LAZY, "train", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "train":  # the package trainlab.train, callable as trainlab.train(recipe, out=...)
+        import importlib
+
+        return importlib.import_module("trainlab.train")
     if name in _LAZY:
         import importlib
 

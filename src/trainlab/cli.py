@@ -112,7 +112,7 @@ def validate(recipes: list[str] = typer.Argument(..., help="Recipe files to chec
             out.print(f"[green]ok[/green] {recipe}")
         except TrainlabError as error:
             failed = True
-            err.print(str(error), markup=False, highlight=False)
+            print(str(error), file=sys.stderr)
     if failed:
         raise typer.Exit(2)
 
@@ -194,20 +194,13 @@ def recipes_copy(
 
 def _run(entry: Callable[[], Any]) -> int:
     """Run the typer app and map failures onto exit codes."""
-    import click
-
     from trainlab.recipe.errors import TrainlabError
 
     try:
-        result = entry()
-        return result if isinstance(result, int) else 0
-    except click.exceptions.ClickException as error:  # bad usage: unknown option, missing argument
-        error.show()
-        return error.exit_code
-    except click.exceptions.Abort:
-        return 1
+        entry()  # typer reports bad usage itself and exits with 2
+        return 0
     except TrainlabError as error:
-        err.print(str(error), markup=False, highlight=False)
+        print(str(error), file=sys.stderr)
         if _options["debug"]:
             err.print_exception()
         return 2
@@ -228,4 +221,4 @@ def _run(entry: Callable[[], Any]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
-    sys.exit(_run(lambda: app(args=argv, standalone_mode=False) if argv is not None else app(standalone_mode=False)))
+    sys.exit(_run(lambda: app(args=argv)))

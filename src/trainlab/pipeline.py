@@ -282,6 +282,9 @@ def train(
     return _execute(folder, resolved, data.spec, data, checked.model, None, progress)
 
 
+RESUMABLE_OVERRIDES = ("train.", "log.")
+
+
 def resume(folder: str | Path, overrides: list[str] | None = None, progress: str | None = None) -> Run:
     """Continue a run from ``checkpoints/last`` exactly (or extend it with e.g. ``train.epochs=20``).
 
@@ -301,6 +304,13 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
             "Start it again with `trainlab train`"
         )
     meta = checkpoints.read_meta(found)
+    for override in overrides or []:
+        if not override.strip().startswith(RESUMABLE_OVERRIDES):
+            raise TrainlabError(
+                f"resume override '{override}': a resumed run continues the same recipe, so only train.* and "
+                "log.* keys (e.g. train.epochs=20) can change. To change anything else, start a new run with "
+                "`trainlab train`"
+            )
     loaded = load_recipe(recipe_path, overrides)
     checked = check(loaded)
     config = checked.recipe

@@ -110,12 +110,14 @@ class Entry:
         try:
             signature = inspect.signature(self.signature_target())
             bindable = {k: v for k, v in arguments.items() if k not in skip}
-            positional_skip = [p for p in signature.parameters.values() if p.name in skip or p.name == "self"]
-            # Leading positional parameters that trainlab supplies (``self``, ``params``) are bound
-            # with placeholders so keyword binding sees the real remaining signature.
-            placeholders = [None] * len(
-                [p for p in positional_skip if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            )
+            # Leading positional parameters that trainlab supplies (``self``, ``params``, ``optimizer``)
+            # get placeholders so keyword binding sees the real remaining signature.
+            placeholders = []
+            for p in signature.parameters.values():
+                if p.name not in skip and p.name != "self":
+                    break
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                    placeholders.append(None)
             signature.bind_partial(*placeholders, **bindable)
         except TypeError as error:
             problems.append(("", f"arguments do not fit {self.name}: {error}"))

@@ -157,8 +157,8 @@ class ParamGroup(TorchArguments):
 class OptimizerConfig(TorchArguments):
     """A ``torch.optim`` optimizer by name; extra keys are its arguments (``momentum``, ``betas``)."""
 
-    name: str = "AdamW"
-    lr: float = Field(1e-3, gt=0.0, description="Learning rate.")
+    name: str = Field("AdamW", description="A torch.optim optimizer: SGD, AdamW, RMSprop, LBFGS, ...")
+    lr: float | None = Field(None, gt=0.0, description="Learning rate; default: the torch optimizer's own default.")
     no_decay: list[str] = Field(
         default_factory=list,
         description="Parameters that get weight_decay 0: 'bias', 'norm' (normalization layers, by type), "

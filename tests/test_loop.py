@@ -1,0 +1,116 @@
+"""Loop behaviour: divergence, Ctrl-C, early stopping, best checkpoint, logging cadence, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+import trainlab
+from trainlab.recipe import TrainlabError
+from trainlab.train import checkpoint as checkpoints
+from trainlab.train.callbacks import Progress
+
+from conftest import same_weights, tiny_recipe, without_time
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    recipe = tiny_recipe(
+        data={**tiny_recipe()["data"], "task": "regression"},
+        loss={"name": "MSELoss"},
+        model={"layers": [{"Linear": {"out_features": 8}}, "ReLU", {"Linear": {"out_features": "num_classes"}}]},
+        optimizer={"name": "SGD", "lr": 1.0e-3},
+        schedule={"name": "ExponentialLR", "gamma": 1.0e4, "interval": "step"},
+        train={"epochs": 3, "log_every": 1, "checkpoint_every": 1, "device": "cpu", "precision": "32",
+               "monitor": "valid/loss"},
+    )
+    with pytest.raises(TrainlabError, match="NaN or infinite at step (\\d+).*Lower optimizer.lr"):
+        trainlab.train(recipe, out=tmp_path / "run")
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    assert status["status"] == "diverged"
+    last = checkpoints.find_checkpoint(tmp_path / "run/checkpoints")
+    records = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    diverged_step = records[-1]["step"]
+    assert not torch.isfinite(torch.tensor(records[-1]["loss"]))
+    assert checkpoints.read_meta(last)["step"] < diverged_step
+    from safetensors.torch import load_file
+
+    weights = load_file(last / "model.safetensors")
+    assert weights and all(torch.isfinite(value).all() for value in weights.values())
+
+
+def test_ctrl_c_writes_a_resumable_checkpoint(tmp_path, monkeypatch):
+    recipe = tiny_recipe(optimizer={"name": "SGD", "lr": 0.1, "momentum": 0.9})
+    whole = trainlab.train(recipe, out=tmp_path / "whole")
+    original = Progress.on_step
+
+    def on_step(self, step, samples):
+        original(self, step, samples)
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Progress, "on_step", on_step)
+        stopped = trainlab.train(recipe, out=tmp_path / "stopped")
+    assert stopped.status == "interrupted"
+    assert stopped.result.state.step == 5
+    assert json.loads((tmp_path / "stopped/status.json").read_text())["status"] == "interrupted"
+    resumed = trainlab.resume(tmp_path / "stopped")
+    assert same_weights(whole.model, resumed.model)
+    assert without_time(whole.metrics) == without_time(resumed.metrics)
+
+
+def test_early_stopping_and_the_best_checkpoint(tmp_path):
+    recipe = tiny_recipe(train={"epochs": 10, "device": "cpu", "precision": "32", "monitor": "valid/loss",
+                                "early_stopping": {"patience": 2, "min_delta": 100.0}})
+    run = trainlab.train(recipe, out=tmp_path / "run")
+    assert run.status == "early_stopped"
+    assert run.result.state.epoch == 3  # improved once, then two stale validations
+    best = run.best
+    assert best["step"] == 9 and best["monitor"] == "valid/loss"
+    assert best["value"] == run.records("valid")[0]["loss"]
+
+
+def test_best_checkpoint_follows_a_max_monitor(tmp_path):
+    recipe = tiny_recipe(train={"epochs": 4, "device": "cpu", "precision": "32", "monitor": "valid/accuracy"})
+    run = trainlab.train(recipe, out=tmp_path / "run")
+    accuracies = [r["accuracy"] for r in run.records("valid")]
+    assert run.best["value"] == max(accuracies)
+    assert run.best["step"] == run.records("valid")[accuracies.index(max(accuracies))]["step"]
+
+
+def test_log_every_and_record_contents(tmp_path):
+    run = trainlab.train(tiny_recipe(train={"epochs": 2, "log_every": 4, "device": "cpu", "precision": "32"}),
+                         out=tmp_path / "run")
+    train_steps = [r["step"] for r in run.records("train")]
+    assert train_steps == [4, 8, 9, 12, 16, 18]  # every 4 steps, plus the end of each 9-step epoch
+    for record in run.records("train"):
+        assert set(record) == {"step", "epoch", "split", "loss", "accuracy", "lr", "time"}
+    assert [r["epoch"] for r in run.records("valid")] == [1, 2]
+
+
+def test_tensorboard_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = trainlab.train(tiny_recipe(log={"tensorboard": True, "plots": False, "progress": "none"}),
+                         out=tmp_path / "run")
+    events = EventAccumulator(str(run.folder / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/accuracy", "valid/loss", "valid/accuracy", "lr"} <= tags
+    assert [e.step for e in events.Scalars("valid/loss")] == [9, 18, 27]
+
+
+def test_dataloader_and_memory_loaders_train_identically(tmp_path):
+    memory = trainlab.train(tiny_recipe(), out=tmp_path / "a")
+    loader = trainlab.train(tiny_recipe(data={**tiny_recipe()["data"], "loader": "dataloader"}), out=tmp_path / "b")
+    assert same_weights(memory.model, loader.model)
+
+
+def test_resume_refuses_overrides_outside_train_and_log(tmp_path):
+    run = trainlab.train(tiny_recipe(), out=tmp_path / "run")
+    with pytest.raises(TrainlabError, match="only train.\\* and log.\\* keys"):
+        trainlab.resume(run.folder, ["optimizer.lr=0.5"])
