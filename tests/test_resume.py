@@ -82,7 +82,7 @@ def test_extend_a_finished_run(tmp_path):
 def test_kill_9_during_training_then_resume(tmp_path):
     """A real process killed with SIGKILL at an arbitrary moment (possibly mid-checkpoint) resumes exactly."""
     recipe = tiny_recipe(
-        data={**tiny_recipe()["data"], "num_samples": 4000, "batch_size": 4},
+        data={**tiny_recipe()["data"], "num_samples": 1500, "batch_size": 4},
         train={"epochs": 3, "log_every": 25, "checkpoint_every": 20, "device": "cpu", "precision": "32"},
     )
     recipe_path = tmp_path / "recipe.yaml"
@@ -102,6 +102,7 @@ def test_kill_9_during_training_then_resume(tmp_path):
     time.sleep(0.3)  # let it get into the next stretch of training, or a checkpoint write
     process.send_signal(signal.SIGKILL)
     process.wait()
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "running"  # it really died mid-run
     assert checkpoints.find_checkpoint(run_dir / "checkpoints") is not None
 
     resumed = trainlab.resume(run_dir)
