@@ -88,41 +88,49 @@ class Entry:
             if p.default is inspect.Parameter.empty and name not in arguments
         ]
 
-    def check_arguments(self, arguments: dict[str, Any], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-        """Problems binding ``arguments`` to the target's signature, as ``(argument, message)``.
+    def argument_problems(
+        self, arguments: dict[str, Any], path: str, skip: tuple[str, ...] = (), refused: tuple[str, ...] = ()
+    ) -> list[Any]:
+        """Problems binding a recipe section's ``arguments`` to the target's signature.
 
-        Uses ``inspect.signature(...).bind_partial`` so a missing required argument that trainlab
-        supplies later (the parameters of an optimizer, a model's inputs) is not an error here.
+        Uses ``inspect.signature(...).bind_partial`` so a required argument that trainlab supplies
+        later (an optimizer's params, a layer's in_features) is not an error here. ``skip`` names the
+        leading parameters trainlab fills; ``refused`` names parameters a recipe may not set (a
+        layer's ``device``). Each problem is a :class:`~trainlab.recipe.errors.Problem` at
+        ``<path>.<argument>`` with a did-you-mean among the accepted names.
         """
-        problems: list[tuple[str, str]] = []
-        known = self.parameters(skip)
-        if not self.accepts_var_keyword():
-            for argument in arguments:
-                if argument not in known:
-                    hint = did_you_mean(argument, list(known))
-                    suggestion = f" Did you mean '{hint[0]}'?" if hint else ""
-                    accepted = ", ".join(known) or "none"
-                    problems.append(
-                        (argument, f"unknown argument of {self.name}.{suggestion} Accepted: {accepted}")
-                    )
+        from trainlab.recipe.errors import Problem  # recipe imports this module: import late
+
+        known = {name: p for name, p in self.parameters(skip).items() if name not in refused}
+        open_ended = self.accepts_var_keyword()
+        problems = []
+        for argument, value in arguments.items():
+            if argument in known or (open_ended and argument not in refused):
+                continue
+            guess = did_you_mean(argument, list(known))
+            hint = f"Did you mean '{guess[0]}'?" if guess else f"Accepted: {', '.join(known) or 'none'}."
+            problems.append(
+                Problem(f"{path}.{argument}", f"unknown argument of {self.name}", value, hint=hint, argument=argument)
+            )
         if problems:
             return problems
         try:
             signature = inspect.signature(self.signature_target())
-            bindable = {k: v for k, v in arguments.items() if k not in skip}
-            # Leading positional parameters that trainlab supplies (``self``, ``params``, ``optimizer``)
-            # get placeholders so keyword binding sees the real remaining signature.
-            placeholders = []
-            for p in signature.parameters.values():
-                if p.name not in skip and p.name != "self":
-                    break
-                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-                    placeholders.append(None)
-            signature.bind_partial(*placeholders, **bindable)
+        except (TypeError, ValueError):
+            return []
+        # Leading positional parameters that trainlab supplies (``self``, ``params``, ``optimizer``)
+        # get placeholders so keyword binding sees the real remaining signature.
+        placeholders = []
+        for parameter in signature.parameters.values():
+            if parameter.name not in skip and parameter.name != "self":
+                break
+            if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                placeholders.append(None)
+        try:
+            signature.bind_partial(*placeholders, **{k: v for k, v in arguments.items() if k not in skip})
         except TypeError as error:
-            problems.append(("", f"arguments do not fit {self.name}: {error}"))
-        except ValueError:
-            pass
+            problems.append(Problem(path, f"arguments do not fit {self.name}: {error}", arguments,
+                                    hint="Check the argument names against torch's documentation."))
         return problems
 
 

@@ -45,7 +45,7 @@ from trainlab.models.zoo import MODELS, find_model
 from trainlab.recipe.errors import Problem, RecipeError, TrainlabError
 from trainlab.recipe.loader import join_path
 from trainlab.recipe.schema import ModelConfig
-from trainlab.registry import Entry, UnknownName, did_you_mean
+from trainlab.registry import Entry, UnknownName
 
 __all__ = [
     "INITS",
@@ -239,17 +239,7 @@ def _prepare_named(config: ModelConfig, spec: DataSpec) -> tuple[_Prepared, nn.M
 
 
 def _argument_problems(entry: Entry, arguments: dict[str, Any]) -> list[Problem]:
-    known = entry.parameters(("spec",))
-    problems = []
-    for argument, message in entry.check_arguments(arguments, skip=("spec",)):
-        if argument:
-            suggestions = did_you_mean(argument, list(known))
-            hint = f"Did you mean '{suggestions[0]}'?" if suggestions else f"Accepted: {', '.join(known) or 'none'}."
-            problems.append(Problem(join_path(ROOT, argument), f"unknown argument of {entry.name}",
-                                    arguments[argument], hint=hint, argument=argument))
-        else:
-            problems.append(Problem(join_path(ROOT, "name"), message, arguments))
-    return problems
+    return entry.argument_problems(arguments, ROOT, skip=("spec",))
 
 
 def _try_build(entry: Entry, spec: DataSpec, arguments: dict[str, Any],

@@ -26,7 +26,7 @@ from torch import nn
 from trainlab.recipe.errors import Problem, missing
 from trainlab.recipe.loader import join_path
 from trainlab.recipe.schema import InitConfig
-from trainlab.registry import Registry, UnknownName, did_you_mean
+from trainlab.registry import Registry, UnknownName
 
 __all__ = ["INITS", "apply_init", "check_init", "init_targets"]
 
@@ -125,17 +125,8 @@ def check_init(config: InitConfig, meta_model: nn.Module | None, path: str = "mo
     arguments = config.arguments()
     known = entry.parameters(NOT_FROM_RECIPE)
     problems = []
-    # ``tensor`` leads the signature and is bound by check_arguments' skip; ``generator`` trails
-    # it, so it is reported here as not accepted instead.
-    rejected = [(name, "not accepted") for name in arguments if name in NOT_FROM_RECIPE]
-    for argument, message in rejected or entry.check_arguments(arguments, skip=("tensor",)):
-        if argument:
-            suggestions = did_you_mean(argument, list(known))
-            hint = f"Did you mean '{suggestions[0]}'?" if suggestions else f"Accepted: {', '.join(known) or 'none'}."
-            problems.append(Problem(join_path(path, argument), f"unknown argument of {entry.name}",
-                                    arguments[argument], hint=hint, argument=argument))
-        else:
-            problems.append(Problem(path, message, arguments))
+    # ``tensor`` leads the signature and is supplied; ``generator`` trails it and is not for recipes
+    problems = entry.argument_problems(arguments, path, skip=("tensor",), refused=NOT_FROM_RECIPE)
     required = [name for name, p in known.items() if p.default is inspect.Parameter.empty and name not in arguments]
     if required:
         example = ", ".join(f"{name}: ..." for name in required)

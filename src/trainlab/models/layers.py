@@ -690,18 +690,8 @@ class _Planner:
         """Check and resolve one layer's arguments, then run its meta copy on the incoming shape."""
         count = len(self.problems)
         known = user_parameters(entry)
-        # device/dtype/_private are not for recipes: reported like unknown ones. (check_arguments'
-        # skip= is for *leading* parameters such as an optimizer's params, so they are not passed.)
-        hidden = [(name, "hidden") for name in given if name in hidden_parameters(entry)]
-        for argument, message in hidden or entry.check_arguments(given):
-            if argument:
-                suggestions = did_you_mean(argument, list(known))
-                hint = f"Did you mean '{suggestions[0]}'?" if suggestions else \
-                    f"Accepted: {', '.join(known) or 'none'}."
-                self.problem(join_path(path, argument), f"unknown argument of {entry.name}", given[argument],
-                             hint=hint, argument=argument)
-            else:
-                self.problem(path, message, given)
+        # device/dtype/_private are not for recipes: reported like unknown ones
+        self.problems += entry.argument_problems(given, path, refused=hidden_parameters(entry))
         if len(self.problems) > count:
             return None, None
         arguments = {name: self._value(value) for name, value in given.items()}

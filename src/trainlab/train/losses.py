@@ -146,18 +146,8 @@ def argument_problems(
     entry: Entry, arguments: dict[str, Any], path: str, skip: tuple[str, ...] = ()
 ) -> list[Problem]:
     """Problems with a recipe section's torch arguments: unknown names (with did-you-mean, from
-    :meth:`Entry.check_arguments`) and values of the wrong type for the signature."""
-    problems = []
-    for argument, message in entry.check_arguments(arguments, skip=skip):
-        if argument:
-            # the registry writes "unknown argument of X. Did you mean 'y'? Accepted: ...": the
-            # first sentence is what is wrong, the rest is the fix, after Received: (the template)
-            what, _, fix = message.partition(". ")
-            problems.append(
-                Problem(f"{path}.{argument}", what, received=arguments[argument], argument=argument, hint=fix)
-            )
-        else:
-            problems.append(Problem(path, message, received=arguments, hint="Check the argument names and values."))
+    :meth:`Entry.argument_problems`) and values of the wrong type for the signature."""
+    problems = entry.argument_problems(arguments, path, skip=skip)
     parameters = entry.parameters(skip)
     for argument, value in arguments.items():
         parameter = parameters.get(argument)

@@ -71,11 +71,8 @@ def check_schedule(config: ScheduleConfig | None) -> list[Problem]:
     except UnknownName as error:
         hint = f"Did you mean '{error.suggestions[0]}'?" if error.suggestions else ""
         return [Problem("schedule.name", f"unknown schedule; known: {', '.join(error.available)}", config.name, hint=hint)]
-    problems = []
     arguments = config.arguments()
-    for argument, message in entry.check_arguments(arguments, skip=SUPPLIED):
-        path = f"schedule.{argument}" if argument else "schedule"
-        problems.append(Problem(path, message, arguments.get(argument, arguments), argument=argument or None))
+    problems = entry.argument_problems(arguments, "schedule", skip=SUPPLIED)
     filled = entry.capabilities.get("fill")
     supplied = filled(1, 1) if filled else {}
     for argument in entry.missing_arguments(arguments, skip=SUPPLIED):
