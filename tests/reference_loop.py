@@ -28,6 +28,7 @@ def reference_fit(
     no_decay_bias: bool = False,
     accumulate: int = 1,
     clip_grad_norm: float | None = None,
+    clip_grad_value: float | None = None,
 ) -> nn.Module:
     if no_decay_bias:
         decay = [p for name, p in model.named_parameters() if not name.endswith("bias")]
@@ -52,6 +53,8 @@ def reference_fit(
                 (loss * scale if scale != 1.0 else loss).backward()
             if clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            if clip_grad_value is not None:
+                nn.utils.clip_grad_value_(model.parameters(), clip_grad_value)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     return model

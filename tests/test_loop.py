@@ -114,3 +114,33 @@ def test_resume_refuses_overrides_outside_train_and_log(tmp_path):
     run = trainlab.train(tiny_recipe(), out=tmp_path / "run")
     with pytest.raises(TrainlabError, match="only train.\\* and log.\\* keys"):
         trainlab.resume(run.folder, ["optimizer.lr=0.5"])
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_on_the_cpu(precision, tmp_path):
+    run = trainlab.train(tiny_recipe(train={"epochs": 3, "device": "cpu", "precision": precision, "log_every": 3}),
+                         out=tmp_path / "run")
+    losses = [r["loss"] for r in run.records("valid")]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    state = checkpoints.load_state(run.folder / "checkpoints/last")
+    assert bool(state["scaler"]) == (precision == "16-mixed")  # GradScaler only for float16
+    assert json.loads((run.folder / "status.json").read_text())["precision"] == precision
+
+
+def test_validate_every_and_the_last_epoch(tmp_path):
+    run = trainlab.train(tiny_recipe(train={"epochs": 5, "validate_every": 2, "device": "cpu", "precision": "32"}),
+                         out=tmp_path / "run")
+    assert [r["epoch"] for r in run.records("valid")] == [2, 4, 5]
+
+
+def test_progress_bar_mode_runs(tmp_path):
+    run = trainlab.train(tiny_recipe(log={"tensorboard": False, "plots": False, "progress": "bar"}),
+                         out=tmp_path / "run")
+    assert run.status == "finished"
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_training(tmp_path):
+    run = trainlab.train(tiny_recipe(train={"epochs": 2, "device": "cuda", "precision": "bf16-mixed"}),
+                         out=tmp_path / "run")
+    assert run.status == "finished" and next(run.model.parameters()).is_cuda

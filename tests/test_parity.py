@@ -34,6 +34,7 @@ CASES = {
     ),
     "accumulate-4-partial-window": ({}, {"accumulate": 4}, {"accumulate": 4}),
     "clip-grad-norm": ({}, {"clip_grad_norm": 0.05}, {"clip_grad_norm": 0.05}),
+    "clip-grad-value": ({}, {"clip_grad_value": 0.01}, {"clip_grad_value": 0.01}),
 }
 
 
