@@ -141,31 +141,25 @@ class Shared(nn.Module):
 # These subclasses keep torch's parameter names and __init__, so weights load either way.
 
 
-class RNN(nn.RNN):
-    """nn.RNN in a stack: returns only the output sequence (B, T, D*H), not the final hidden state.
-    batch_first defaults to true in a stack."""
+class _OutputSequence:
+    """Mixin for recurrent layers in a stack: return only the output sequence (B, T, D*H), not the
+    final hidden state(s). batch_first defaults to true in a stack."""
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, T, D*H)
-        output, _ = super().forward(input)
+        output, _ = super().forward(input)  # type: ignore[misc]
         return output
 
 
-class LSTM(nn.LSTM):
-    """nn.LSTM in a stack: returns only the output sequence (B, T, D*H), not (h_n, c_n).
-    batch_first defaults to true in a stack."""
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, T, D*H)
-        output, _ = super().forward(input)
-        return output
+class RNN(_OutputSequence, nn.RNN):
+    """nn.RNN in a stack: returns only the output sequence (B, T, D*H)."""
 
 
-class GRU(nn.GRU):
-    """nn.GRU in a stack: returns only the output sequence (B, T, D*H), not the final hidden state.
-    batch_first defaults to true in a stack."""
+class LSTM(_OutputSequence, nn.LSTM):
+    """nn.LSTM in a stack: returns only the output sequence (B, T, D*H), not (h_n, c_n)."""
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # (B, T, F) -> (B, T, D*H)
-        output, _ = super().forward(input)
-        return output
+
+class GRU(_OutputSequence, nn.GRU):
+    """nn.GRU in a stack: returns only the output sequence (B, T, D*H)."""
 
 
 class LSTMCell(nn.LSTMCell):
