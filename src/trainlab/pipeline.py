@@ -13,13 +13,13 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from trainlab import runs
-from trainlab.data import build_data, describe_data
+from trainlab.data import build_data
 from trainlab.data.spec import DataBundle, DataSpec
 from trainlab.models import build_model, check_model, describe_output, resolve_model
 from trainlab.recipe.errors import Problem, RecipeError, TrainlabError
@@ -31,7 +31,13 @@ from trainlab.train.losses import LOSSES, build_loss, check_loss, resolve_loss
 from trainlab.train.loop import FitResult, TrainingDiverged, fit, monitor_mode
 from trainlab.train.optimizers import OPTIMIZERS, build_optimizer, check_optimizer, resolve_optimizer
 from trainlab.train.precision import choose_device, choose_precision
-from trainlab.train.schedules import build_schedule, check_schedule, resolve_schedule
+from trainlab.train.schedules import (
+    ScheduleContext,
+    build_schedule,
+    check_schedule,
+    resolve_schedule,
+    schedule_problems_from_torch,
+)
 
 
 @dataclass
@@ -74,7 +80,7 @@ def as_loaded(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Lo
 # ----------------------------------------------------------------------------------- validation
 
 
-def _train_problems(recipe: Recipe, spec: DataSpec, metric_names: tuple[str, ...] | None) -> list[Problem]:
+def _train_problems(recipe: Recipe, metric_keys: tuple[str, ...] | None) -> list[Problem]:
     """Training options that only make sense together with the data, loss and optimizer."""
     problems = []
     train = recipe.train
@@ -87,20 +93,23 @@ def _train_problems(recipe: Recipe, spec: DataSpec, metric_names: tuple[str, ...
             problems.append(Problem("train.precision", f"{optimizer.name} cannot be used with a GradScaler",
                                     train.precision, hint="Use precision: 32 or bf16-mixed."))
     split, _, metric = train.monitor.partition("/")
-    has_valid = recipe.data.split.valid > 0
     if split not in ("train", "valid") or not metric:
         problems.append(Problem("train.monitor", "expected '<split>/<metric>' with split train or valid",
                                 train.monitor, hint="For example valid/loss or valid/accuracy."))
-    elif split == "valid" and not has_valid:
+    elif split == "valid" and recipe.data.split.valid <= 0:
         problems.append(Problem("train.monitor", "monitors the valid split but data.split.valid is 0",
                                 train.monitor, hint="Set data.split.valid (e.g. 0.2) or monitor train/loss."))
-    elif metric_names is not None and metric not in ("loss", *metric_names):
-        available = ", ".join(f"{split}/{name}" for name in ("loss", *metric_names))
+    elif metric_keys is not None and train.monitor not in metric_keys:
+        available = ", ".join(metric_keys)
         problems.append(Problem("train.monitor", f"this recipe does not produce that metric; it produces {available}",
                                 train.monitor, hint=f"Use one of: {available}."))
-    if recipe.data.drop_last and recipe.data.batch_size > 0 and train.accumulate > 1:
-        pass  # a dropped last batch just shortens the epoch; nothing to report
     return problems
+
+
+def metric_keys(recipe: Recipe, metric_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``<split>/<metric>`` keys a run of this recipe logs (what monitors may watch)."""
+    splits = ("train", "valid") if recipe.data.split.valid > 0 else ("train",)
+    return tuple(f"{split}/{name}" for split in splits for name in ("loss", *metric_names))
 
 
 @dataclass
@@ -108,24 +117,46 @@ class Checked:
     """What validation built on the way: reused by training so nothing is built twice."""
 
     recipe: Recipe
-    spec: DataSpec
+    data: DataBundle
     model: torch.nn.Module  # built right after torch.manual_seed(recipe.seed)
     rng_after_build: torch.Tensor  # the torch RNG state right after building it
 
+    @property
+    def spec(self) -> DataSpec:
+        return self.data.spec
+
+
+def steps_per_epoch(recipe: Recipe, data: DataBundle) -> int:
+    """Optimizer steps per epoch: batches grouped into accumulation windows."""
+    return math.ceil(len(data.train) / recipe.train.accumulate)
+
+
+def schedule_context(recipe: Recipe, data: DataBundle, metric_names: tuple[str, ...] = ()) -> ScheduleContext:
+    """What the schedule is resolved against: the run's length, the optimizer's lr and momentum."""
+    optimizer = resolve_optimizer(recipe.optimizer) if recipe.optimizer.name in OPTIMIZERS else recipe.optimizer
+    cycles = OPTIMIZERS.get(optimizer.name).capabilities.get("cycles_momentum") if optimizer.name in OPTIMIZERS else None
+    if cycles == "momentum" and not optimizer.arguments().get("momentum"):
+        cycles = None  # SGD / RMSprop without momentum: nothing to cycle
+    return ScheduleContext(recipe.train.epochs, steps_per_epoch(recipe, data), optimizer.lr, cycles,
+                           metric_keys(recipe, metric_names))
+
 
 def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checked:
-    """Every torch-level check of a schema-valid recipe; raises RecipeError with all problems."""
+    """Every check of a schema-valid recipe against torch and its data; raises RecipeError with all
+    problems. Loads the data (in-memory sources are cheap, and a missing file is a recipe problem)."""
     loaded = as_loaded(recipe)
     config = loaded.recipe
     problems: list[Problem] = []
     try:
-        spec = describe_data(config.data, config.seed)
+        data = build_data(config.data, config.seed)
     except TrainlabError as error:
         raise RecipeError(f"{loaded.origin} is not a valid recipe", loaded.locate(error.problems or [
             Problem("data", error.message)])) from None
+    spec = data.spec
     problems += check_model(config.model, spec)
     model = None
-    metric_names = None
+    optimizer = None
+    metric_names: tuple[str, ...] | None = None
     if not problems:
         torch.manual_seed(config.seed)
         model = build_model(config.model, spec)
@@ -133,33 +164,55 @@ def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checke
         output = describe_output(model, spec)
         loss_problems = check_loss(config.loss, spec, output)
         problems += loss_problems
-        problems += check_optimizer(config.optimizer, model)
+        optimizer_problems = check_optimizer(config.optimizer, model)
+        problems += optimizer_problems
         if not loss_problems:
-            metric_names = build_loss(config.loss, spec).metric_names
+            criterion = build_loss(config.loss, spec)
+            metric_names = criterion.metric_names
+            problems += _target_problems(criterion, data)
+        if not optimizer_problems:
+            optimizer = build_optimizer(config.optimizer, model)
     else:
         if config.optimizer.name not in OPTIMIZERS:
             problems += [p for p in check_optimizer(config.optimizer, torch.nn.Linear(1, 1)) if p.path == "optimizer.name"]
         if config.loss is not None and config.loss.name not in LOSSES:
             problems += [p for p in check_loss(config.loss, spec, None) if p.path == "loss.name"]
-    problems += check_schedule(config.schedule)
-    problems += _train_problems(config, spec, metric_names)
+    context = schedule_context(config, data, metric_names or ())
+    schedule_problems = check_schedule(config.schedule, context if metric_names is not None else None)
+    if not schedule_problems and optimizer is not None and metric_names is not None and config.schedule is not None:
+        schedule_problems = schedule_problems_from_torch(config.schedule, optimizer, context)
+    problems += schedule_problems
+    problems += _train_problems(config, metric_keys(config, metric_names) if metric_names is not None else None)
     if problems:
         raise RecipeError(f"{loaded.origin} is not a valid recipe", loaded.locate(problems))
     assert model is not None
-    return Checked(config, spec, model, rng_after_build)
+    return Checked(config, data, model, rng_after_build)
 
 
-def steps_per_epoch(recipe: Recipe, data: DataBundle) -> int:
-    return math.ceil(len(data.train) / recipe.train.accumulate)
+def _in_memory_targets(data: DataBundle) -> list[tuple[str, torch.Tensor]]:
+    return [(name, loader.targets) for name, loader in (("train", data.train), ("valid", data.valid),
+                                                        ("test", data.test)) if hasattr(loader, "targets")]
 
 
-def resolve(recipe: Recipe, spec: DataSpec, data: DataBundle) -> Recipe:
+def _target_problems(criterion: Any, data: DataBundle) -> list[Problem]:
+    """Check every in-memory target once, at validate time (a NaN or out-of-range label)."""
+    problems = []
+    for split, targets in _in_memory_targets(data):
+        try:
+            criterion.check_target(targets)
+        except TrainlabError as error:
+            problems.append(Problem(f"data ({split} split)", error.message.rstrip(".")))
+    return problems
+
+
+def resolve(recipe: Recipe, data: DataBundle) -> Recipe:
     """The recipe with canonical names and every default filled in, as written into the run."""
+    spec = data.spec
     resolved = recipe.model_copy(deep=True)
     resolved.model = resolve_model(recipe.model)
     resolved.loss = resolve_loss(recipe.loss, spec)
     resolved.optimizer = resolve_optimizer(recipe.optimizer)
-    resolved.schedule = resolve_schedule(recipe.schedule, recipe.train.epochs, steps_per_epoch(recipe, data))
+    resolved.schedule = resolve_schedule(recipe.schedule, schedule_context(recipe, data))
     resolved.train.mode = monitor_mode(recipe.train.monitor, recipe.train.mode)  # type: ignore[assignment]
     return Recipe.model_validate(resolved.model_dump())
 
@@ -214,9 +267,11 @@ def _execute(
     precision = choose_precision(recipe.train.precision, device)
     _place_data(data, device)
     criterion = build_loss(recipe.loss, spec).to(device)
+    if len(_in_memory_targets(data)) == sum(loader is not None for loader in (data.train, data.valid, data.test)):
+        criterion.check_every_batch = False  # every target was checked once by check()
     model.to(device)
     optimizer = build_optimizer(recipe.optimizer, model)
-    schedule = build_schedule(recipe.schedule, optimizer, recipe.train.epochs, steps_per_epoch(recipe, data))
+    schedule = build_schedule(recipe.schedule, optimizer, schedule_context(recipe, data, criterion.metric_names))
 
     metrics_path = folder / runs.METRICS_FILE
     metrics = MetricsFile(metrics_path)
@@ -227,9 +282,19 @@ def _execute(
     callbacks.append(Progress(progress or recipe.log.progress, recipe.train.epochs))
     digest = recipe_hash(recipe)
 
-    def checkpointer(kind: str, module: torch.nn.Module, state: dict[str, Any], info: dict[str, Any]) -> None:
+    latest: dict[str, Any] = {}  # where checkpoints/last was last written
+
+    def checkpointer(kind: str, module: torch.nn.Module, state: Callable[[], dict[str, Any]],
+                     info: dict[str, Any]) -> None:
         meta = {"kind": kind, **info, "records": metrics.line_count, "recipe_hash": digest, "recipe_name": recipe.name}
-        checkpoints.save_checkpoint(folder / "checkpoints" / kind, module, state, meta)
+        position = (info["step"], info["epoch"], info["batch"])
+        target = folder / "checkpoints" / kind
+        if kind != "last" and latest.get("position") == position:  # same state as last: link, do not rewrite
+            checkpoints.copy_checkpoint(latest["folder"], target, meta)
+            return
+        checkpoints.save_checkpoint(target, module, state(), meta)
+        if kind == "last":
+            latest.update(position=position, folder=target)
 
     runs.write_status(folder, "running", device=str(device), precision=precision.name)
     try:
@@ -267,10 +332,8 @@ def train(
 ) -> Run:
     """Validate, then train a recipe into a new run folder (``out`` exactly, or under ``root``)."""
     checked = check(recipe)
-    config = checked.recipe
-    seed_everything(config.seed)
-    data = build_data(config.data, config.seed)
-    resolved = resolve(config, data.spec, data)
+    config, data = checked.recipe, checked.data
+    resolved = resolve(config, data)
     folder = runs.new_run_folder(config.name, out, root)
     runs.write_recipe(folder, recipe_dump(resolved))
     device = choose_device(config.train.device)
@@ -313,14 +376,11 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
             )
     loaded = load_recipe(recipe_path, overrides)
     checked = check(loaded)
-    config = checked.recipe
-    seed_everything(config.seed)
-    data = build_data(config.data, config.seed)
-    resolved = resolve(config, data.spec, data)
-    model = checked.model
+    config, data, model = checked.recipe, checked.data, checked.model
+    resolved = resolve(config, data)
     checkpoints.load_weights(found, model)
     state = checkpoints.load_state(found)
-    if not isinstance(state, dict) or not {"loop", "optimizer", "rng", "meters"} <= set(state):
+    if not isinstance(state, dict) or not {"loop", "optimizer", "rng", "meter"} <= set(state):
         raise TrainlabError(f"'{found / checkpoints.STATE_FILE}' is not a trainlab training state")
     # From here on the run folder changes: drop records written after the checkpoint.
     if overrides:

@@ -38,6 +38,31 @@ def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "") -> P
     if title:
         figure.suptitle(title)
     figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_schedule(steps: list[int], lr: list[float], path: Path, momentum: list[float] | None = None,
+                  title: str = "", epoch_steps: int | None = None) -> Path:
+    """The learning rate (and a cycled momentum, on a second axis) against the optimizer step."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    axis.plot(steps, lr, color="tab:blue", label="lr")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("learning rate", color="tab:blue")
+    axis.grid(alpha=0.3)
+    if epoch_steps and steps and len(steps) // epoch_steps <= 50:
+        for boundary in range(epoch_steps, steps[-1], epoch_steps):
+            axis.axvline(boundary + 0.5, color="grey", alpha=0.15, linewidth=0.8)
+    if momentum is not None:
+        second = axis.twinx()
+        second.plot(steps, momentum, color="tab:orange", label="momentum")
+        second.set_ylabel("momentum", color="tab:orange")
+    axis.set_title(title or "learning-rate schedule")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    """Write a figure atomically as PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.stem + ".tmp.png")

@@ -176,12 +176,36 @@ class OptimizerConfig(TorchArguments):
         return [value] if isinstance(value, str) else value
 
 
-class ScheduleConfig(TorchArguments):
-    """A ``torch.optim.lr_scheduler`` scheduler by name; extra keys are its arguments."""
+class Warmup(Section):
+    """A linear warmup from ``start_factor * lr`` to the schedule's lr, stepped per optimizer step."""
 
-    name: str
+    steps: int | None = Field(None, ge=1, description="Warmup length in optimizer steps.")
+    epochs: float | None = Field(None, gt=0, description="Warmup length in epochs (converted to steps).")
+    start_factor: float = Field(0.01, gt=0.0, le=1.0, description="Fraction of the lr the warmup starts from.")
+
+    @model_validator(mode="after")
+    def _one_length(self) -> "Warmup":
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of 'steps' or 'epochs'")
+        return self
+
+
+class ScheduleConfig(TorchArguments):
+    """A ``torch.optim.lr_scheduler`` scheduler by name; extra keys are its arguments.
+
+    Arguments counted in the scheduler's unit may be given in epochs with an ``_epochs`` suffix
+    (``step_size_up_epochs: 2``) and are converted to optimizer steps when the scheduler steps per
+    optimizer step."""
+
+    name: str = Field(description="StepLR, CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR, "
+                      "ReduceLROnPlateau, SequentialLR, ...")
     interval: Literal["step", "epoch"] | None = Field(
         None, description="Step the scheduler per optimizer step or per epoch; default: the scheduler's own unit."
+    )
+    warmup: Warmup | None = Field(None, description="A linear warmup in front of the schedule.")
+    monitor: str | None = Field(None, description="ReduceLROnPlateau: the metric it watches (default valid/loss).")
+    schedules: list["ScheduleConfig"] | None = Field(
+        None, description="SequentialLR / ChainedScheduler: the schedules they combine, in order."
     )
 
 

@@ -115,7 +115,7 @@ class TensorBoardLogger(BaseCallback):
         for key, value in record.items():
             if key in ("step", "epoch", "split", "time") or not isinstance(value, (int, float)):
                 continue
-            tag = "lr" if key == "lr" else f"{split}/{key}"
+            tag = key if key in ("lr", "momentum") else f"{split}/{key}"
             self.writer.add_scalar(tag, value, step)
 
     def on_train_end(self, status: str) -> None:
@@ -174,6 +174,8 @@ class Progress(BaseCallback):
 
     def on_record(self, record: dict[str, Any]) -> None:
         if self.mode == "none":
+            return
+        if "loss" not in record:  # a per-step lr record
             return
         if record["split"] == "train":
             elapsed = time.perf_counter() - self._started

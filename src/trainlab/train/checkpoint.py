@@ -117,13 +117,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Atomically replace the checkpoint folder ``folder`` with a new one."""
     folder = Path(folder)
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    partial = parent / f"{folder.name}.partial"
-    previous = parent / f"{folder.name}.previous"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
+    partial = _partial_folder(folder)
     save_model(_unwrap(model), str(partial / MODEL_FILE))
     torch.save(state, partial / STATE_FILE)
     for name in (MODEL_FILE, STATE_FILE):
@@ -135,16 +129,48 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict[str, Any],
         "files": {name: _sha256(partial / name) for name in (MODEL_FILE, STATE_FILE)},
     }
     write_json_atomic(partial / META_FILE, meta)
+    return _swap_into_place(partial, folder)
+
+
+def _partial_folder(folder: Path) -> Path:
+    """A fresh ``<kind>.partial/`` beside ``folder`` to build the next checkpoint in."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    partial = folder.parent / f"{folder.name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    return partial
+
+
+def _swap_into_place(partial: Path, folder: Path) -> Path:
+    """Replace ``folder`` by the complete ``partial``: at every moment one complete checkpoint exists."""
+    previous = folder.parent / f"{folder.name}.previous"
     _fsync_dir(partial)
     if folder.exists():
         if previous.exists():
             shutil.rmtree(previous)
         os.replace(folder, previous)
     os.replace(partial, folder)
-    _fsync_dir(parent)
+    _fsync_dir(folder.parent)
     if previous.exists():
         shutil.rmtree(previous)
     return folder
+
+
+def copy_checkpoint(source: Path, folder: Path, meta_update: dict[str, Any]) -> Path:
+    """Atomically make ``folder`` a copy of the checkpoint ``source`` (hard links where the file
+    system allows; the files are never modified in place), with ``meta_update`` in its meta.json."""
+    partial = _partial_folder(Path(folder))
+    for name in (MODEL_FILE, STATE_FILE):
+        try:
+            os.link(source / name, partial / name)
+        except OSError:
+            shutil.copy2(source / name, partial / name)
+            _fsync_file(partial / name)
+    meta = json.loads((source / META_FILE).read_text(encoding="utf-8"))
+    meta.update(meta_update)
+    write_json_atomic(partial / META_FILE, meta)
+    return _swap_into_place(partial, Path(folder))
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

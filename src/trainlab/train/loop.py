@@ -32,13 +32,21 @@ from trainlab.train.callbacks import BaseCallback
 from trainlab.train.checkpoint import rng_state, set_rng_state
 from trainlab.train.optimizers import needs_closure
 from trainlab.train.precision import Precision
-from trainlab.train.schedules import Schedule
+from trainlab.train.schedules import Schedule, momentum_of
 
-Checkpointer = Callable[[str, torch.nn.Module, dict[str, Any], dict[str, Any]], None]
+# (kind, model, the training state (built only if needed), info for meta.json)
+Checkpointer = Callable[[str, torch.nn.Module, Callable[[], dict[str, Any]], dict[str, Any]], None]
 
 
 class TrainingDiverged(TrainlabError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class StopTraining(Exception):
+    """Raised by a callback to end training at the current optimizer step (status ``stopped``).
+
+    Nothing is checkpointed: the caller asked for the stop and owns what happens next (the LR
+    range test restores the state it started from)."""
 
 
 @dataclass
@@ -52,39 +60,66 @@ class TrainState:
     best_value: float | None = None  # best value of train.monitor so far
     best_step: int | None = None
     stale_validations: int = 0  # validations without improvement (early stopping)
-    status: str = "running"  # running | finished | early_stopped | interrupted | diverged
+    status: str = "running"  # running | finished | early_stopped | interrupted | diverged | stopped
 
 
 class Meter:
-    """Sums of loss and metrics over a span of batches, kept on the device."""
+    """Running sums of the loss and metrics over an epoch, kept on the device.
 
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
+    Per batch: one fused multiply-add for the loss and one add per metric, nothing else. A log
+    window is the difference to the sums at the last log point, so there is no second set of sums
+    to update. Sums are float64 where the device has it, so differences stay exact enough.
+    """
+
+    def __init__(self, names: tuple[str, ...], device: torch.device) -> None:
+        self.names = names
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.sums = torch.zeros(len(names), dtype=dtype, device=device)
+        self._views = [self.sums[index] for index in range(len(names))]  # 0-dim views, made once
         self.count = 0  # samples, known on the host without a sync
+        self.marked_sums = torch.zeros_like(self.sums)
+        self.marked_count = 0
 
-    def add(self, values: dict[str, torch.Tensor], count: int) -> None:
-        for name, value in values.items():
-            value = value.detach().float()
-            self.sums[name] = self.sums[name] + value if name in self.sums else value
+    def add(self, criterion: Any, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add one batch: its loss (a mean loss weighted by the batch size) and metric sums."""
+        count = outputs.shape[0]
+        if criterion.reduction == "mean":
+            self._views[0].add_(loss.detach(), alpha=count)
+        else:
+            self._views[0].add_(loss.detach())
+        metrics = criterion.batch_metrics(outputs.detach(), targets)
+        for name, view in zip(self.names[1:], self._views[1:]):
+            view.add_(metrics[name])
         self.count += count
 
-    def averages(self) -> dict[str, float]:
-        """Read the sums: the one host-device sync of a log point."""
-        if not self.count:
+    def _averages(self, sums: torch.Tensor, count: int) -> dict[str, float]:
+        if not count:
             return {}
-        names = list(self.sums)
-        values = torch.stack([self.sums[name] for name in names]).cpu().tolist()
-        return {name: value / self.count for name, value in zip(names, values)}
+        return {name: value / count for name, value in zip(self.names, sums.tolist())}  # the host sync
 
-    def reset(self) -> None:
-        self.sums, self.count = {}, 0
+    def window(self) -> dict[str, float]:
+        """Averages since the last call (a log window), then start a new window."""
+        averages = self._averages(self.sums - self.marked_sums, self.count - self.marked_count)
+        self.marked_sums.copy_(self.sums)
+        self.marked_count = self.count
+        return averages
+
+    def epoch(self) -> dict[str, float]:
+        """Averages over the whole epoch, then start a new epoch."""
+        averages = self._averages(self.sums, self.count)
+        self.sums.zero_()
+        self.marked_sums.zero_()
+        self.count = self.marked_count = 0
+        return averages
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sums": {name: value.cpu() for name, value in self.sums.items()}, "count": self.count}
+        return {"names": list(self.names), "sums": self.sums.cpu(), "count": self.count,
+                "marked_sums": self.marked_sums.cpu(), "marked_count": self.marked_count}
 
-    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self.sums = {name: value.to(device) for name, value in state["sums"].items()}
-        self.count = int(state["count"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sums.copy_(state["sums"])
+        self.marked_sums.copy_(state["marked_sums"])
+        self.count, self.marked_count = int(state["count"]), int(state["marked_count"])
 
 
 def monitor_mode(monitor: str, mode: str) -> str:
@@ -109,7 +144,7 @@ def evaluate_loader(
     """Mean loss and metrics over a whole split (one host sync at the end)."""
     was_training = model.training
     model.eval()
-    meter = Meter()
+    meter = Meter(("loss", *criterion.metric_names), device)
     loader.set_epoch(0)
     for inputs, targets in loader:
         inputs = inputs.to(device, non_blocking=True)
@@ -117,11 +152,9 @@ def evaluate_loader(
         with precision.autocast():
             outputs = model(inputs)
             loss = criterion(outputs, targets)
-        count = inputs.shape[0]
-        total = loss * count if criterion.reduction == "mean" else loss
-        meter.add({"loss": total, **criterion.batch_metrics(outputs, targets)}, count)
+        meter.add(criterion, loss, outputs, targets)
     model.train(was_training)
-    return meter.averages()
+    return meter.epoch()
 
 
 class _InterruptFlag:
@@ -179,15 +212,14 @@ def fit(
     closure_optimizer = needs_closure(optimizer)
 
     state = TrainState()
-    log_meter, epoch_meter = Meter(), Meter()
+    meter = Meter(("loss", *criterion.metric_names), device)
     if resume is not None:
         state = TrainState(**resume["loop"])
         optimizer.load_state_dict(resume["optimizer"])
         if schedule is not None and resume.get("schedule") is not None:
             schedule.load_state_dict(resume["schedule"])
         precision.load_state_dict(resume.get("scaler") or {})
-        log_meter.load_state_dict(resume["meters"]["log"], device)
-        epoch_meter.load_state_dict(resume["meters"]["epoch"], device)
+        meter.load_state_dict(resume["meter"])
         set_rng_state(resume["rng"])
         state.status = "running"
 
@@ -197,7 +229,7 @@ def fit(
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict() if schedule is not None else None,
             "scaler": precision.state_dict(),
-            "meters": {"log": log_meter.state_dict(), "epoch": epoch_meter.state_dict()},
+            "meter": meter.state_dict(),
             "loader": {"epoch": state.epoch, "position": state.batch},
             "rng": rng_state(),
         }
@@ -208,24 +240,32 @@ def fit(
         saved_at[kind] = (state.step, state.epoch)
         if checkpointer is not None:
             info = {"step": state.step, "epoch": state.epoch, "batch": state.batch, **(extra or {})}
-            checkpointer(kind, model, training_state(), info)
+            checkpointer(kind, model, training_state, info)
+
+    per_step_lr = schedule is not None and schedule.steps_every_optimizer_step
+    cycles_momentum = schedule is not None and schedule.cycles_momentum
+    rates: dict[str, float] = {}  # the lr (and momentum) the latest optimizer step used
 
     def emit(split: str, values: dict[str, float]) -> None:
         record: dict[str, Any] = {"step": state.step, "epoch": state.epoch + (1 if split == "train" else 0), "split": split}
         record.update(values)
         if split == "train":
-            record["lr"] = optimizer.param_groups[0]["lr"]
+            record.update(rates)
         record["time"] = time.time()
         callbacks.on_record(record)
 
     def log_train() -> None:
-        values = log_meter.averages()
-        log_meter.reset()
+        values = meter.window()
         if not values:
             return
         if not math.isfinite(values["loss"]):
             state.status = "diverged"
         emit("train", values)
+
+    def note_rates() -> None:
+        rates["lr"] = optimizer.param_groups[0]["lr"]
+        if cycles_momentum:
+            rates["momentum"] = momentum_of(optimizer) or 0.0
 
     def clip() -> None:
         if config.clip_grad_norm is not None:
@@ -247,6 +287,7 @@ def fit(
             loader.set_epoch(state.epoch)
             loader.load_state_dict({"epoch": state.epoch, "position": state.batch, "seed": loader.seed})
             batches = len(loader)
+            window_samples = 0
             for batch_index, (inputs, targets) in enumerate(loader, start=state.batch):
                 inputs = inputs.to(device, non_blocking=True)  # (B, ...) 
                 targets = targets.to(device, non_blocking=True)
@@ -267,6 +308,7 @@ def fit(
                         captured.setdefault("loss", loss.detach())
                         return loss
 
+                    note_rates()
                     optimizer.step(closure)
                     outputs, loss = captured["outputs"], captured["loss"]
                     stepped = True
@@ -274,32 +316,41 @@ def fit(
                     with precision.autocast():
                         outputs = model(inputs)
                         loss = criterion(outputs, targets)
-                    # Normalise by the whole window's item count, so accumulation equals the larger batch.
-                    scale = count / window_items(loader, batch_index, accumulate) if criterion.reduction == "mean" else 1.0
-                    precision.backward(loss * scale if scale != 1.0 else loss)
+                    if accumulate > 1 and criterion.reduction == "mean":
+                        # Normalise by the whole window's item count: accumulation equals the larger batch.
+                        if batch_index % accumulate == 0 or batch_index == state.batch:
+                            items = window_items(loader, batch_index, accumulate)
+                        precision.backward(loss * (count / items))
+                    else:
+                        precision.backward(loss)
                     stepped = False
 
-                values = {"loss": loss.detach() * count if criterion.reduction == "mean" else loss.detach()}
-                values.update(criterion.batch_metrics(outputs.detach(), targets))
-                log_meter.add(values, count)
-                epoch_meter.add(values, count)
+                meter.add(criterion, loss, outputs, targets)
                 state.batch = batch_index + 1
                 state.samples += count
+                window_samples += count
 
                 if not window_end:
                     continue
                 if not closure_optimizer:
                     precision.unscale(optimizer)
                     clip()
+                    note_rates()
                     stepped = precision.step(optimizer)
                     optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 if stepped and schedule is not None:
                     schedule.after_optimizer_step()
-                callbacks.on_step(state.step, count)
-                if state.step % config.log_every == 0:
+                if state.step % config.log_every == 0 or state.batch == batches:  # log points and epoch ends
                     log_train()
-                if state.status == "diverged":
+                elif per_step_lr:  # the lr changes every step: record each one
+                    emit("train", {})
+                try:
+                    callbacks.on_step(state.step, window_samples)
+                except StopTraining:
+                    state.status = "stopped"
+                window_samples = 0
+                if state.status in ("diverged", "stopped"):
                     break
                 if interrupt.requested:
                     state.status = "interrupted"
@@ -307,14 +358,11 @@ def fit(
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < batches:
                     save("last")
 
-            if state.status == "running":  # the epoch finished
-                log_train()
-            if state.status in ("diverged", "interrupted"):
+            if state.status in ("diverged", "interrupted", "stopped"):
                 break
             state.epoch += 1
             state.batch = 0
-            epoch_values = epoch_meter.averages()
-            epoch_meter.reset()
+            epoch_values = meter.epoch()
 
             validate_now = state.epoch % config.validate_every == 0 or state.epoch == config.epochs
             if validate_now and data.valid is not None:
@@ -324,7 +372,7 @@ def fit(
                     state.status = "diverged"
                     break
             if schedule is not None:
-                schedule.after_epoch()
+                schedule.after_epoch({"train": epoch_values, "valid": last_validation if validate_now else None})
 
             improved = False
             split, _, metric = config.monitor.partition("/")

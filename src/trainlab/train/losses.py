@@ -388,7 +388,7 @@ class ClassIndexContract(Contract):
 
     def inputs(self, criterion, output, target):
         scores = _scores(criterion.name, output, criterion.num_classes)
-        ignore = self.ignore_index(criterion)
+        ignore = self.ignore_index(criterion) if criterion.reduces_itself else None  # torch masks it otherwise
         mask = (target != ignore) if ignore is not None else None
         return (scores, target), mask
 
@@ -914,6 +914,9 @@ class Criterion(nn.Module):
         self.reduces_itself = loss_reduces_itself(contract, reduction)
         self.metric_names = metric_names_for(contract, spec)
         self._values_checked = False
+        # Per-batch value checks on CPU targets; the caller turns them off after checking a whole
+        # in-memory target tensor once (check_target), which makes the hot loop cheaper.
+        self.check_every_batch = True
 
     def extra_repr(self) -> str:
         return f"name={self.name}, reduction={self.requested_reduction}, task={self.task}"
@@ -924,12 +927,16 @@ class Criterion(nn.Module):
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         _check_batch(self.name, output, target)
-        if target.device.type == "cpu" or not self._values_checked:
+        if not self._values_checked or (self.check_every_batch and target.device.type == "cpu"):
             self.check_target(target, output)
             self._values_checked = True
         if output.dtype in (torch.float16, torch.bfloat16):
             output = output.float()  # losses in float32, as autocast would; BCELoss needs it
-        with torch.autocast(device_type=output.device.type, enabled=False):
+        if _autocast_enabled(output.device.type):
+            with torch.autocast(device_type=output.device.type, enabled=False):
+                inputs, mask = self.contract.inputs(self, output, target)
+                values = self.loss(*inputs)
+        else:
             inputs, mask = self.contract.inputs(self, output, target)
             values = self.loss(*inputs)
         if not self.reduces_itself:
@@ -966,6 +973,13 @@ class Criterion(nn.Module):
             error = (predicted - target.to(predicted.dtype)) ** 2
             metrics["mse"] = error.reshape(error.shape[0], -1).mean(1).sum()
         return metrics
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled()
 
 
 def loss_reduces_itself(contract: Contract, reduction: str) -> bool:
