@@ -148,6 +148,45 @@ def show_model(
     out.print(f"total parameters: {summary.total_parameters:,}  trainable: {summary.trainable_parameters:,}")
 
 
+@app.command("schedule")
+def schedule_command(
+    recipe: str = typer.Argument(..., help="Recipe file (or a shipped recipe name)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG to write (default <name>-schedule.png)."),
+) -> None:
+    """Show the resolved learning-rate schedule and plot lr (and momentum) against the step, without training."""
+    import yaml
+
+    from trainlab.evaluate.plots import plot_schedule
+    from trainlab.pipeline import preview
+    from trainlab.recipe import load_recipe
+    from trainlab.train.schedules import key_points, total_units_text
+
+    report = preview(load_recipe(_recipe_path(recipe), overrides or []))
+    shown = report.preview
+    if report.schedule is None:
+        out.print(f"no schedule: constant lr {shown.lr[0]:.4g}")
+    else:
+        out.print(yaml.safe_dump({"schedule": report.schedule.model_dump(mode="json", exclude_none=True)},
+                                 sort_keys=False).rstrip(), markup=False, highlight=False)
+        unit = {"step": "every optimizer step", "epoch": "every epoch",
+                "plateau": "after each validation, on " + str(report.schedule.monitor)}[shown.interval]
+        out.print(f"stepped {unit}; {total_units_text(report.context)}")
+        if shown.interval == "plateau":
+            out.print("ReduceLROnPlateau reacts to validation metrics: the plot shows the starting lr only")
+    table = Table(title="key points")
+    table.add_column("step", justify="right")
+    table.add_column("epoch", justify="right")
+    table.add_column("lr", justify="right")
+    for step, rate in key_points(shown):
+        table.add_row(str(step), str((step - 1) // report.context.steps_per_epoch + 1), f"{rate:.6g}")
+    out.print(table)
+    target = plot or Path(f"{report.recipe.name}-schedule.png")
+    plot_schedule(shown.steps, shown.lr, target, shown.momentum, title=f"{report.recipe.name}: lr schedule",
+                  epoch_steps=report.context.steps_per_epoch)
+    print(target)
+
+
 def _describe(path: Path) -> str:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):

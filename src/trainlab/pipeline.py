@@ -387,3 +387,26 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
         runs.write_recipe(folder, recipe_dump(resolved))
     truncate_records(folder / runs.METRICS_FILE, int(meta.get("records", 0)))
     return _execute(folder, resolved, data.spec, data, model, state, progress)
+
+
+@dataclass
+class ScheduleReport:
+    """What ``trainlab schedule`` shows: the resolved schedule and its lr at every optimizer step."""
+
+    recipe: Recipe
+    schedule: Any  # the resolved ScheduleConfig, or None for a constant lr
+    context: ScheduleContext
+    preview: Any  # trainlab.train.schedules.SchedulePreview
+
+
+def preview(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> ScheduleReport:
+    """Resolve a recipe's schedule and step it over the whole run on a throwaway optimizer."""
+    from trainlab.train.schedules import preview_schedule
+
+    checked = check(recipe)
+    config = checked.recipe
+    criterion = build_loss(config.loss, checked.spec)
+    context = schedule_context(config, checked.data, criterion.metric_names)
+    resolved = resolve_schedule(config.schedule, context)
+    optimizer = build_optimizer(config.optimizer, checked.model)
+    return ScheduleReport(config, resolved, context, preview_schedule(resolved, optimizer, context))
