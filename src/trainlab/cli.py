@@ -187,6 +187,39 @@ def schedule_command(
     print(target)
 
 
+@app.command("lr-find")
+def lr_find_command(
+    recipe: str = typer.Argument(..., help="Recipe file (or a shipped recipe name)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+    start_lr: Optional[float] = typer.Option(None, "--start-lr", help="First lr of the sweep (default 1e-7)."),
+    end_lr: Optional[float] = typer.Option(None, "--end-lr", help="Last lr of the sweep (default 10)."),
+    num_iter: Optional[int] = typer.Option(None, "--num-iter", help="Optimizer steps of the sweep (default 100)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="exp (default) or linear spacing."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for lr_find.png and lr_find.json "
+                                           "(default <name>-lr-find)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """The LR range test: raise the lr every step, plot the smoothed loss, suggest learning rates."""
+    from trainlab.pipeline import lr_find
+    from trainlab.recipe import load_recipe
+
+    loaded = load_recipe(_recipe_path(recipe), overrides or [])
+    folder = out_dir or Path(f"{loaded.recipe.name}-lr-find")
+    result = lr_find(loaded, out=folder, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    table = Table(title=f"LR range test: {len(result.lrs)} steps" + (" (stopped: the loss diverged)"
+                                                                      if result.stopped_early else ""))
+    table.add_column("suggestion")
+    table.add_column("lr", justify="right")
+    for name, value in result.suggestions.items():
+        marker = " (default)" if name == result.suggestion else ""
+        table.add_row(name + marker, f"{value:.3g}")
+    out.print(table)
+    print(folder / "lr_find.png")
+
+
 def _describe(path: Path) -> str:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):

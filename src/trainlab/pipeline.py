@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from trainlab import runs
 from trainlab.data import build_data
@@ -24,7 +25,7 @@ from trainlab.data.spec import DataBundle, DataSpec
 from trainlab.models import build_model, check_model, describe_output, resolve_model
 from trainlab.recipe.errors import Problem, RecipeError, TrainlabError
 from trainlab.recipe.loader import LoadedRecipe, load_recipe, recipe_from_data
-from trainlab.recipe.schema import Recipe
+from trainlab.recipe.schema import LRFind, Recipe
 from trainlab.train import checkpoint as checkpoints
 from trainlab.train.callbacks import CallbackList, MetricsFile, Progress, TensorBoardLogger, truncate_records
 from trainlab.train.losses import LOSSES, build_loss, check_loss, resolve_loss
@@ -92,6 +93,11 @@ def _train_problems(recipe: Recipe, metric_keys: tuple[str, ...] | None) -> list
         if train.precision == "16-mixed":
             problems.append(Problem("train.precision", f"{optimizer.name} cannot be used with a GradScaler",
                                     train.precision, hint="Use precision: 32 or bf16-mixed."))
+    if optimizer is not None and recipe.optimizer.lr == "auto" and optimizer.capabilities.get("range_test") is False:
+        reason = optimizer.capabilities.get("range_test_reason", "")
+        problems.append(Problem("optimizer.lr", f"lr: auto runs the LR range test, which means nothing for "
+                                f"{optimizer.name}: {reason}".rstrip(": "), "auto",
+                                hint="Give optimizer.lr a number."))
     split, _, metric = train.monitor.partition("/")
     if split not in ("train", "valid") or not metric:
         problems.append(Problem("train.monitor", "expected '<split>/<metric>' with split train or valid",
@@ -137,7 +143,8 @@ def schedule_context(recipe: Recipe, data: DataBundle, metric_names: tuple[str, 
     cycles = OPTIMIZERS.get(optimizer.name).capabilities.get("cycles_momentum") if optimizer.name in OPTIMIZERS else None
     if cycles == "momentum" and not optimizer.arguments().get("momentum"):
         cycles = None  # SGD / RMSprop without momentum: nothing to cycle
-    return ScheduleContext(recipe.train.epochs, steps_per_epoch(recipe, data), optimizer.lr, cycles,
+    lr = optimizer.lr if isinstance(optimizer.lr, (int, float)) else None
+    return ScheduleContext(recipe.train.epochs, steps_per_epoch(recipe, data), lr, cycles,
                            metric_keys(recipe, metric_names))
 
 
@@ -253,6 +260,60 @@ def _data_description(spec: DataSpec) -> dict[str, Any]:
     }
 
 
+def _training_objects(recipe: Recipe, data: DataBundle, model: torch.nn.Module) -> tuple[Any, Any, Any, Any]:
+    """Device, precision, criterion and optimizer for ``model``, with the data placed on the device."""
+    device = choose_device(recipe.train.device)
+    precision = choose_precision(recipe.train.precision, device)
+    _place_data(data, device)
+    criterion = build_loss(recipe.loss, data.spec).to(device)
+    if len(_in_memory_targets(data)) == sum(loader is not None for loader in (data.train, data.valid, data.test)):
+        criterion.check_every_batch = False  # every target was checked once by check()
+    model.to(device)
+    return device, precision, criterion, build_optimizer(recipe.optimizer, model)
+
+
+def _range_test(recipe: Recipe, data: DataBundle, model: torch.nn.Module, settings: LRFind) -> Any:
+    """The LR range test on this recipe's model, data and optimizer; leaves them exactly as they were."""
+    from trainlab.train.lr_finder import lr_range_test
+
+    _, precision, criterion, optimizer = _training_objects(recipe, data, model)
+    result = lr_range_test(
+        model, criterion, optimizer, data, recipe.train, precision, start_lr=settings.start_lr,
+        end_lr=settings.end_lr, num_iter=settings.num_iter, mode=settings.mode, divergence=settings.divergence,
+    )
+    result.suggestion = settings.suggestion
+    return result
+
+
+def _write_lr_find(result: Any, folder: Path, title: str) -> None:
+    from trainlab.evaluate.plots import plot_lr_find
+
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoints.write_json_atomic(folder / "lr_find.json", result.to_json())
+    plot_lr_find(result, folder / "lr_find.png", title=title)
+
+
+def lr_find(
+    recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path, out: str | Path | None = None, **settings: Any
+) -> Any:
+    """Run the LR range test for a recipe (``settings`` override ``optimizer.lr_find``); writes
+    ``lr_find.png`` and ``lr_find.json`` to ``out`` when given, nothing else anywhere."""
+    checked = check(recipe)
+    config = checked.recipe
+    chosen = (config.optimizer.lr_find or LRFind()).model_dump()
+    chosen.update({key: value for key, value in settings.items() if value is not None})
+    try:
+        options = LRFind.model_validate(chosen)
+    except ValidationError as error:
+        raise TrainlabError(f"lr-find settings are invalid: {error.errors()[0]['msg']}") from None
+    seed_everything(config.seed)
+    torch.set_rng_state(checked.rng_after_build)
+    result = _range_test(config, checked.data, checked.model, options)
+    if out is not None:
+        _write_lr_find(result, Path(out), title=f"{config.name}: LR range test")
+    return result
+
+
 def _execute(
     folder: Path,
     recipe: Recipe,
@@ -263,14 +324,7 @@ def _execute(
     progress: str | None,
 ) -> Run:
     """Build the training objects, run :func:`fit` and keep the run folder's files current."""
-    device = choose_device(recipe.train.device)
-    precision = choose_precision(recipe.train.precision, device)
-    _place_data(data, device)
-    criterion = build_loss(recipe.loss, spec).to(device)
-    if len(_in_memory_targets(data)) == sum(loader is not None for loader in (data.train, data.valid, data.test)):
-        criterion.check_every_batch = False  # every target was checked once by check()
-    model.to(device)
-    optimizer = build_optimizer(recipe.optimizer, model)
+    device, precision, criterion, optimizer = _training_objects(recipe, data, model)
     schedule = build_schedule(recipe.schedule, optimizer, schedule_context(recipe, data, criterion.metric_names))
 
     metrics_path = folder / runs.METRICS_FILE
@@ -333,15 +387,21 @@ def train(
     """Validate, then train a recipe into a new run folder (``out`` exactly, or under ``root``)."""
     checked = check(recipe)
     config, data = checked.recipe, checked.data
+    # The model validation built is the model a fresh seeded build gives; continue from the same RNG state.
+    seed_everything(config.seed)
+    torch.set_rng_state(checked.rng_after_build)
+    found = None
+    if config.optimizer.lr == "auto":  # the range test leaves model, optimizer and every RNG as they were
+        found = _range_test(config, data, checked.model, config.optimizer.lr_find or LRFind())
+        config = config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"lr": found.lr})})
     resolved = resolve(config, data)
     folder = runs.new_run_folder(config.name, out, root)
+    if found is not None:
+        _write_lr_find(found, folder / "plots", title=f"{config.name}: LR range test (lr: auto -> {found.lr:.3g})")
     runs.write_recipe(folder, recipe_dump(resolved))
     device = choose_device(config.train.device)
     checkpoints.write_json_atomic(folder / runs.ENV_FILE, runs.environment(device, config.train.precision))
     checkpoints.write_json_atomic(folder / runs.DATA_FILE, _data_description(data.spec))
-    # The model validation built is the model a fresh seeded build gives; continue from the same RNG state.
-    seed_everything(config.seed)
-    torch.set_rng_state(checked.rng_after_build)
     return _execute(folder, resolved, data.spec, data, checked.model, None, progress)
 
 

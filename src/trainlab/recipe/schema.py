@@ -154,17 +154,52 @@ class ParamGroup(TorchArguments):
         return [value] if isinstance(value, str) else value
 
 
+class LRFind(Section):
+    """The LR range test (Leslie Smith): raise the lr every optimizer step from start_lr to end_lr."""
+
+    start_lr: float = Field(1e-7, gt=0.0)
+    end_lr: float = Field(10.0, gt=0.0)
+    num_iter: int = Field(100, ge=10, description="Optimizer steps of the test.")
+    mode: Literal["exp", "linear"] = "exp"
+    divergence: float = Field(4.0, gt=1.0, description="Stop when the smoothed loss exceeds this many times the best.")
+    suggestion: Literal["valley", "steep", "minimum", "cyclic_max_lr", "one_cycle_max_lr"] = Field(
+        "valley", description="Which suggestion lr: auto uses."
+    )
+
+    @model_validator(mode="after")
+    def _rising(self) -> "LRFind":
+        if self.end_lr <= self.start_lr:
+            raise ValueError(f"end_lr ({self.end_lr}) must be above start_lr ({self.start_lr})")
+        return self
+
+
 class OptimizerConfig(TorchArguments):
     """A ``torch.optim`` optimizer by name; extra keys are its arguments (``momentum``, ``betas``)."""
 
     name: str = Field("AdamW", description="A torch.optim optimizer: SGD, AdamW, RMSprop, LBFGS, ...")
-    lr: float | None = Field(None, gt=0.0, description="Learning rate; default: the torch optimizer's own default.")
+    lr: Union[float, Literal["auto"], None] = Field(
+        None, description="Learning rate; 'auto' runs the LR range test first and uses its suggestion; "
+        "default: the torch optimizer's own default."
+    )
+    lr_find: LRFind | None = Field(None, description="Settings of the range test behind lr: auto.")
     no_decay: list[str] = Field(
         default_factory=list,
         description="Parameters that get weight_decay 0: 'bias', 'norm' (normalization layers, by type), "
         "'embedding', or a glob on parameter names. `true` means [bias, norm].",
     )
     groups: list[ParamGroup] = Field(default_factory=list)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: Any) -> Any:
+        """One clear message instead of one per member of the union."""
+        if value is None or value == "auto":
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value <= 0:
+                raise ValueError("expected a learning rate above 0, or auto")
+            return float(value)
+        raise ValueError("expected a learning rate (a number above 0) or auto")
 
     @field_validator("no_decay", mode="before")
     @classmethod

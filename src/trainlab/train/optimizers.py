@@ -346,7 +346,7 @@ def _static_problems(config: OptimizerConfig, model: nn.Module) -> tuple[Entry |
 
 def _construct(entry: Entry, config: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
     groups = parameter_groups(config, model)
-    learning_rate = {"lr": config.lr} if config.lr is not None else {}
+    learning_rate = {"lr": config.lr} if isinstance(config.lr, (int, float)) else {}  # None/auto: torch's default
     return entry.target(groups, **learning_rate, **_torch_arguments(entry, config.arguments()))
 
 
@@ -408,7 +408,7 @@ def resolve_optimizer(config: OptimizerConfig) -> OptimizerConfig:
     for argument, value in given.items():  # anything else is kept so validation still reports it
         resolved.setdefault(argument, value)
     learning_rate = config.lr
-    if learning_rate is None:
+    if learning_rate is None:  # ("auto" stays: the pipeline replaces it with the range test's choice)
         default = entry.parameters().get("lr")
         learning_rate = float(default.default) if default is not None and isinstance(default.default, (int, float)) else None
     return OptimizerConfig(name=entry.name, lr=learning_rate, no_decay=list(config.no_decay),

@@ -1,0 +1,164 @@
+"""Shared helpers of the benchmark cases: machine description, statistics, table and JSON output.
+
+A case runs its contenders in one process, alternating (A, B, C, A, B, C, ...), after a warm-up
+round whose numbers are dropped. Each contender reports, per round, its steady-state training
+throughput (samples/s of the training loop itself) and its setup seconds (everything else the
+contender's entry point spent). Ratios are taken per round against the hand-written loop of the
+same round, and the median of those per-round ratios is the headline number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BASELINE = "hand-written"
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo reports it (or platform's guess elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+class CpuWatch:
+    """How much of the machine's CPU *other* processes used while a block ran.
+
+    Reads the machine's busy time from /proc/stat and this process's own CPU time before and
+    after; the difference, over wall time x cores, is the share of the machine that others took
+    (0.0 on a quiet machine; steal time of a VM counts as taken). On a shared 2-core machine a
+    neighbour's test run slows a 2-thread PyTorch loop several-fold, so rounds measured under
+    contention are flagged and retried rather than averaged in. None where /proc/stat is missing.
+    """
+
+    def __init__(self) -> None:
+        self.others: float | None = None
+
+    @staticmethod
+    def _machine_busy() -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        values = [int(value) for value in fields]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        guest = sum(values[8:10]) if len(values) > 9 else 0  # already counted in user/nice
+        return (sum(values) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        times = os.times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    def __enter__(self) -> CpuWatch:  # noqa: PYI034
+        self._busy, self._own_start, self._wall = self._machine_busy(), self._own(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy = self._machine_busy()
+        wall = time.perf_counter() - self._wall
+        if busy is None or self._busy is None or wall <= 0:
+            return
+        others = (busy - self._busy) - (self._own() - self._own_start)
+        self.others = max(0.0, others / (wall * (os.cpu_count() or 1)))
+
+
+@dataclass
+class Measurement:
+    """One contender's numbers in one round."""
+
+    samples_per_second: float  # steady-state training throughput
+    train_seconds: float  # the timed training loop
+    setup_seconds: float  # the rest of the contender's wall time
+    samples: int
+    steps: int
+    others_cpu: float | None = None  # share of the machine other processes used meanwhile (CpuWatch)
+
+
+@dataclass
+class Contender:
+    name: str
+    rounds: list[Measurement] = field(default_factory=list)
+    note: str = ""
+
+    def throughputs(self) -> list[float]:
+        return [m.samples_per_second for m in self.rounds]
+
+    def summary(self, baseline: Contender | None) -> dict[str, Any]:
+        values = self.throughputs()
+        row: dict[str, Any] = {
+            "contender": self.name,
+            "median_samples_per_second": statistics.median(values),
+            "min_samples_per_second": min(values),
+            "max_samples_per_second": max(values),
+            "median_setup_seconds": statistics.median(m.setup_seconds for m in self.rounds),
+            "median_train_seconds": statistics.median(m.train_seconds for m in self.rounds),
+            "steps_per_run": self.rounds[0].steps,
+            "samples_per_run": self.rounds[0].samples,
+        }
+        if baseline is not None:
+            ratios = [mine / base for mine, base in zip(values, baseline.throughputs())]
+            row["per_round_ratios"] = ratios
+            row["median_ratio_vs_hand_written"] = statistics.median(ratios)
+        if self.note:
+            row["note"] = self.note
+        return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of the summary rows (pastes straight into docs/benchmarks.md)."""
+    header = "| contender | median samples/s | min | max | ratio vs hand-written (median of per-round) | setup s (median) |"
+    lines = [header, "|" + "---|" * 6]
+    for row in rows:
+        ratio = row.get("median_ratio_vs_hand_written")
+        shown = "-" if ratio is None else f"{ratio:.3f}"
+        lines.append(
+            f"| {row['contender']} | {row['median_samples_per_second']:,.0f} | {row['min_samples_per_second']:,.0f} "
+            f"| {row['max_samples_per_second']:,.0f} | {shown} "
+            f"| {row['median_setup_seconds']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def report(case: str, config: dict[str, Any], contenders: list[Contender], skipped: dict[str, str]) -> dict[str, Any]:
+    by_name = {contender.name: contender for contender in contenders}
+    baseline = by_name.get(BASELINE)
+    rows = [c.summary(baseline if c.name != BASELINE else None) for c in contenders]
+    return {
+        "case": case,
+        "machine": machine(),
+        "config": config,
+        "results": rows,
+        "skipped": skipped,
+        "rounds": {c.name: [asdict(m) for m in c.rounds] for c in contenders},
+    }
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
