@@ -277,12 +277,11 @@ def _range_test(recipe: Recipe, data: DataBundle, model: torch.nn.Module, settin
     from trainlab.train.lr_finder import lr_range_test
 
     _, precision, criterion, optimizer = _training_objects(recipe, data, model)
-    result = lr_range_test(
+    return lr_range_test(
         model, criterion, optimizer, data, recipe.train, precision, start_lr=settings.start_lr,
         end_lr=settings.end_lr, num_iter=settings.num_iter, mode=settings.mode, divergence=settings.divergence,
+        suggestion=settings.suggestion,
     )
-    result.suggestion = settings.suggestion
-    return result
 
 
 def _write_lr_find(result: Any, folder: Path, title: str) -> None:

@@ -70,3 +70,58 @@ def _save(figure: Any, path: Path) -> Path:
     plt.close(figure)
     os.replace(temporary, path)
     return path
+
+
+def plot_lr_find(result: Any, path: Path, title: str = "") -> Path:
+    """The LR range test: training loss against the learning rate on a log axis.
+
+    The smoothed loss is the curve the suggestions are computed from; the raw per-step loss is
+    drawn faintly behind it. Every suggestion is a labelled vertical line (suggestions that
+    coincide share one line); the chosen one is drawn solid. Validation accuracy, when the
+    test recorded it, goes on a second y axis. ``result`` is a ``LRFinderResult``.
+    """
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    lrs, smoothed, losses = list(result.lrs), list(result.smoothed), list(result.losses)
+    if lrs:
+        axis.plot(lrs, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss (per step)")
+        axis.plot(lrs, smoothed, color="tab:blue", linewidth=1.8, label="loss (smoothed)")
+        # Keep the diverging tail from flattening the interesting part of the curve.
+        lowest = min(range(len(smoothed)), key=smoothed.__getitem__)
+        top = max(max(smoothed[: lowest + 1]), smoothed[0])
+        bottom = min(min(smoothed), min(losses))
+        margin = 0.1 * (top - bottom) or 0.1 * abs(top) or 0.1
+        axis.set_ylim(bottom - margin, top + 2 * margin)
+    else:
+        axis.text(0.5, 0.5, "no finite loss recorded", ha="center", va="center", transform=axis.transAxes)
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate (log scale)")
+    axis.set_ylabel("training loss")
+    axis.grid(alpha=0.3)
+
+    by_value: dict[float, list[str]] = {}
+    for name, value in result.suggestions.items():
+        by_value.setdefault(float(value), []).append(name)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]
+    chosen = getattr(result, "suggestion", None)
+    for index, (value, names) in enumerate(sorted(by_value.items())):
+        color = colors[index % len(colors)]
+        solid = chosen in names
+        label = " = ".join(names) + f": {value:.2g}"
+        axis.axvline(value, color=color, linestyle="-" if solid else "--", linewidth=1.6 if solid else 1.0,
+                     label=label + (" (suggested)" if solid else ""))
+        axis.text(value, 0.98 - 0.06 * (index % 8), f" {names[0]}", color=color, fontsize=7,
+                  transform=axis.get_xaxis_transform(), va="top")
+
+    handles, labels = axis.get_legend_handles_labels()
+    if result.accuracy:
+        second = axis.twinx()
+        accuracy_lrs, accuracy = zip(*result.accuracy)
+        line = second.plot(accuracy_lrs, accuracy, "o-", color="tab:green", markersize=3, label="valid accuracy")
+        second.set_ylabel("validation accuracy", color="tab:green")
+        handles += line
+        labels += ["valid accuracy"]
+    axis.legend(handles, labels, fontsize=7, loc="lower left")
+    stopped = " (stopped early: the loss diverged)" if getattr(result, "stopped_early", False) else ""
+    axis.set_title((title + "\n" if title else "") + f"LR range test{stopped}", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)

@@ -162,7 +162,7 @@ class LRFind(Section):
     num_iter: int = Field(100, ge=10, description="Optimizer steps of the test.")
     mode: Literal["exp", "linear"] = "exp"
     divergence: float = Field(4.0, gt=1.0, description="Stop when the smoothed loss exceeds this many times the best.")
-    suggestion: Literal["valley", "steep", "minimum", "cyclic_max_lr", "one_cycle_max_lr"] = Field(
+    suggestion: Literal["valley", "steep", "minimum", "slide", "cyclic_max_lr", "cyclic_base_lr", "one_cycle_max_lr"] = Field(
         "valley", description="Which suggestion lr: auto uses."
     )
 

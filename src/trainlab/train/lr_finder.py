@@ -43,11 +43,13 @@ and the last 5 points, as fastai does (when that leaves fewer than 3 points, as 
 early divergence, the whole curve is used). Slopes are always taken against ``log(lr)``, never
 against the lr itself, so low-lr noise cannot dominate (pitfall 2, Lightning #21141).
 
-- ``valley`` (the default): the longest strictly decreasing subsequence of the loss, found by
-  fastai's O(n^2) dynamic programme (``lds[i]`` = its length ending at ``i``; its first index is
-  remembered). With that run ``[start, end]`` and ``L = end - start``, the suggestion is
-  ``lrs[start + L//3 + L//6]``: about halfway down the valley. Robust to early spikes. (fastai
-  estimates ``start`` as ``end - lds[end]``; the remembered start is exact and never -1.)
+- ``valley`` (the default): fastai's ``valley``, exactly. The longest strictly decreasing
+  subsequence of the loss is found by an O(n^2) dynamic programme (``lds[i]`` = its length ending
+  at ``i``; the first longest wins); its start is taken as fastai takes it, ``start = end -
+  lds[end]``, so with ``L = end - start`` (= ``lds[end]``) the suggestion is
+  ``lrs[start + L//3 + L//6]``: about halfway down the valley, or ``lds/2`` points before its end
+  when noise leaves gaps in the subsequence. Robust to early spikes. The index is clipped to the
+  curve (fastai's own becomes -1 for a two-point valley at the very start).
 - ``steep``: the lr at the most negative slope ``(loss[i+1]-loss[i]) / (log lr[i+1]-log lr[i])``
   (the left point of the steepest segment).
 - ``minimum``: the lr of the lowest smoothed loss, divided by 10.
@@ -67,8 +69,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,9 +87,9 @@ from trainlab.train.precision import Precision
 from trainlab.train.schedules import Schedule
 
 __all__ = [
-    "LRFinderResult",
     "MODES",
     "SUGGESTIONS",
+    "LRFinderResult",
     "cyclic_max_index",
     "lr_at",
     "lr_range_test",
@@ -151,7 +154,7 @@ class LRFinderResult:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "LRFinderResult":
+    def from_json(cls, data: dict[str, Any]) -> LRFinderResult:
         """The result :meth:`to_json` wrote (e.g. to re-plot a saved test)."""
         accuracy = data.get("accuracy")
         return cls(
@@ -210,23 +213,24 @@ def trim(count: int, num_iter: int, skip_end: int = SKIP_END) -> tuple[int, int]
 
 
 def valley_index(losses: Sequence[float]) -> int:
-    """fastai's ``valley``: about halfway down the longest strictly decreasing subsequence."""
+    """fastai's ``valley``: about halfway down the longest strictly decreasing subsequence.
+
+    As in fastai, the valley's start is estimated as ``end - lds[end]`` (so ``L = lds[end]``);
+    the index is clipped to the curve (fastai's own can become -1 for a two-point valley)."""
     count = len(losses)
     if count == 0:
         raise ValueError("valley needs at least one point")
-    lds = [1] * count  # length of the longest decreasing subsequence ending at i
-    first = list(range(count))  # where that subsequence starts
-    best_end = 0
+    lds = [1] * count  # length of the longest strictly decreasing subsequence ending at i
+    best_start, best_end = 0, 0
     for i in range(1, count):
         for j in range(i):
             if losses[i] < losses[j] and lds[i] < lds[j] + 1:
                 lds[i] = lds[j] + 1
-                first[i] = first[j]
-        if lds[best_end] < lds[i]:
+        if lds[best_end] < lds[i]:  # the first longest one wins
             best_end = i
-    start = first[best_end]
-    length = best_end - start
-    return start + length // 3 + length // 6
+            best_start = best_end - lds[best_end]
+    length = best_end - best_start
+    return min(max(best_start + length // 3 + length // 6, 0), count - 1)
 
 
 def _log_slopes(lrs: Sequence[float], losses: Sequence[float]) -> np.ndarray:
@@ -336,33 +340,35 @@ class _Snapshot:
         self.rng = copy.deepcopy(rng_state())
 
     def restore(self) -> None:
+        """Put everything back. Single use: the copies themselves become the live state where
+        they can (gradients, optimizer state), so restoring needs no second copy of them."""
         with torch.no_grad():
             for slots, name, tensor in self.slots:
                 slots[name] = tensor
             for tensor, value, grad in self.copies.values():
                 tensor.copy_(value)
-                tensor.grad = grad.clone() if grad is not None else None
+                tensor.grad = grad
         for module, training in self.modes:
             module.training = training
         optimizer = self.optimizer
         optimizer.state.clear()
         for parameter, state in self.optimizer_state.items():
-            optimizer.state[parameter] = copy.deepcopy(state)
+            optimizer.state[parameter] = state
         for group, saved in zip(optimizer.param_groups, self.groups):
             params = group["params"]
             group.clear()
-            group.update(copy.deepcopy(saved))
+            group.update(saved)
             group["params"] = params
         for name in [name for name in vars(optimizer) if name not in self.optimizer_attributes]:
             delattr(optimizer, name)
         for name, value in self.optimizer_attributes.items():
             if name not in ("state", "param_groups"):
                 setattr(optimizer, name, value)
-        self.precision.load_state_dict(copy.deepcopy(self.scaler))
+        self.precision.load_state_dict(self.scaler)
         for split, state in self.loaders.items():
             loader = self.data.loader(split)
             if loader is not None:
-                loader.load_state_dict(copy.deepcopy(state))
+                loader.load_state_dict(state)
         set_rng_state(self.rng)
 
 
