@@ -13,11 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import lr_find_cpu
 import mlp_cpu
 
 # case name -> (main function, extra arguments of a --quick run)
 CASES = {
     "mlp_cpu": (mlp_cpu.main, ["--rounds", "1", "--max-attempts", "1", "--samples", "2048", "--epochs", "1"]),
+    "lr_find_cpu": (lr_find_cpu.main, ["--rounds", "1", "--num-iter", "20", "--samples", "2048"]),
 }
 
 

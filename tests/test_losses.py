@@ -282,7 +282,7 @@ def test_bce_under_autocast_and_half_outputs():
 def test_accuracy_counts_correct_predictions():
     # argmax: 0, 1, 2, 0 vs labels 0, 2, 2, 1 -> 2 correct
     metrics = loss("CrossEntropyLoss", CLASSIFICATION).batch_metrics(OUTPUT, LABELS)
-    assert metrics["accuracy"].dtype == torch.float32 and metrics["accuracy"].item() == 2.0
+    assert metrics["accuracy"].dtype == torch.int64 and metrics["accuracy"].item() == 2  # a count, not cast
     # HingeEmbeddingLoss outputs distances: argmin 1, 2, 0, 2 -> 1 correct
     assert loss("HingeEmbeddingLoss", CLASSIFICATION).batch_metrics(OUTPUT, LABELS)["accuracy"].item() == 1.0
 

@@ -87,7 +87,7 @@ class Meter:
             self._views[0].add_(loss.detach(), alpha=count)
         else:
             self._views[0].add_(loss.detach())
-        metrics = criterion.batch_metrics(outputs.detach(), targets)
+        metrics = criterion.batch_metrics(outputs, targets)
         for name, view in zip(self.names[1:], self._views[1:]):
             view.add_(metrics[name])
         self.count += count
