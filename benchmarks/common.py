@@ -23,6 +23,14 @@ import torch
 BASELINE = "hand-written"
 
 
+def mlp_layers(hidden: list[int]) -> list[Any]:
+    """A recipe `layers:` MLP: Linear + ReLU per hidden width, then a Linear to the classes."""
+    layers: list[Any] = []
+    for width in hidden:
+        layers += [{"Linear": {"out_features": width}}, "ReLU"]
+    return layers + [{"Linear": {"out_features": "num_classes"}}]
+
+
 def cpu_model() -> str:
     """The CPU's model name as /proc/cpuinfo reports it (or platform's guess elsewhere)."""
     try:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CpuWatch, machine, write_json
+from common import CpuWatch, machine, mlp_layers, write_json
 
 import trainlab
 from trainlab.recipe import recipe_from_data
@@ -39,10 +39,7 @@ CASE = "lr_find_cpu"
 
 
 def make_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    layers: list[Any] = []
-    for width in args.hidden:
-        layers += [{"Linear": {"out_features": width}}, "ReLU"]
-    layers.append({"Linear": {"out_features": "num_classes"}})
+    layers = mlp_layers(args.hidden)
     return {
         "name": "bench-lr-find",
         "seed": 0,

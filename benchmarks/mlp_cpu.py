@@ -42,6 +42,7 @@ from common import (
     CpuWatch,
     Measurement,
     machine,
+    mlp_layers,
     report,
     table,
     write_json,
@@ -89,10 +90,7 @@ def optimizer_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    layers: list[Any] = []
-    for width in args.hidden:
-        layers += [{"Linear": {"out_features": width}}, "ReLU"]
-    layers.append({"Linear": {"out_features": "num_classes"}})
+    layers = mlp_layers(args.hidden)
     return {
         "name": "bench-mlp-cpu",
         "seed": SEED,
