@@ -53,10 +53,12 @@ def test_lr_find_command(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
     with pytest.raises(SystemExit) as exit_info:
-        main(["lr-find", str(path), "--num-iter", "25", "--json", "--out", str(tmp_path / "find2")])
+        main(["lr-find", str(path), "--num-iter", "25", "--json", "--accuracy-every", "5",
+              "--out", str(tmp_path / "find2")])
     captured = capsys.readouterr()
     assert exit_info.value.code == 0
-    assert len(json.loads(captured.out)["lrs"]) <= 25
+    result = json.loads(captured.out)
+    assert len(result["lrs"]) <= 25 and len(result["accuracy"]) >= 4  # accuracy at steps 5, 10, ...
 
     with pytest.raises(SystemExit) as exit_info:
         main(["lr-find", str(path), "--start-lr", "1", "--end-lr", "0.1"])

@@ -195,6 +195,8 @@ def lr_find_command(
     end_lr: Optional[float] = typer.Option(None, "--end-lr", help="Last lr of the sweep (default 10)."),
     num_iter: Optional[int] = typer.Option(None, "--num-iter", help="Optimizer steps of the sweep (default 100)."),
     mode: Optional[str] = typer.Option(None, "--mode", help="exp (default) or linear spacing."),
+    accuracy_every: Optional[int] = typer.Option(None, "--accuracy-every",
+                                                 help="Also measure validation accuracy every N steps."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for lr_find.png and lr_find.json "
                                            "(default <name>-lr-find)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -205,7 +207,8 @@ def lr_find_command(
 
     loaded = load_recipe(_recipe_path(recipe), overrides or [])
     folder = out_dir or Path(f"{loaded.recipe.name}-lr-find")
-    result = lr_find(loaded, out=folder, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode)
+    result = lr_find(loaded, out=folder, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter, mode=mode,
+                     accuracy_every=accuracy_every)
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
         return

@@ -280,7 +280,7 @@ def _range_test(recipe: Recipe, data: DataBundle, model: torch.nn.Module, settin
     return lr_range_test(
         model, criterion, optimizer, data, recipe.train, precision, start_lr=settings.start_lr,
         end_lr=settings.end_lr, num_iter=settings.num_iter, mode=settings.mode, divergence=settings.divergence,
-        suggestion=settings.suggestion,
+        suggestion=settings.suggestion, accuracy_every=settings.accuracy_every,
     )
 
 

@@ -162,6 +162,9 @@ class LRFind(Section):
     num_iter: int = Field(100, ge=10, description="Optimizer steps of the test.")
     mode: Literal["exp", "linear"] = "exp"
     divergence: float = Field(4.0, gt=1.0, description="Stop when the smoothed loss exceeds this many times the best.")
+    accuracy_every: int | None = Field(
+        None, ge=1, description="Also measure validation accuracy every this many steps (plotted against lr)."
+    )
     suggestion: Literal["valley", "steep", "minimum", "slide", "cyclic_max_lr", "cyclic_base_lr", "one_cycle_max_lr"] = Field(
         "valley", description="Which suggestion lr: auto uses."
     )
