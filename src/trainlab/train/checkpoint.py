@@ -79,7 +79,9 @@ def rng_state() -> dict[str, Any]:
     numpy_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "python": [list(item) if isinstance(item, tuple) else item for item in random.getstate()],
+        # python's Mersenne Twister state: 625 words as one tensor (pickling 625 ints one by one is slow)
+        "python": {"version": random.getstate()[0], "words": torch.tensor(random.getstate()[1], dtype=torch.int64),
+                   "gauss": random.getstate()[2]},
         "numpy": {
             "name": numpy_state[0],
             "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
@@ -95,8 +97,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["words"].tolist()), python["gauss"]))
     numpy_state = state["numpy"]
     np.random.set_state(
         (
