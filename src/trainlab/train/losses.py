@@ -355,7 +355,7 @@ class Contract:
 
 
 def _scores(name: str, output: Tensor, width: int) -> Tensor:
-    scores = output.reshape(output.shape[0], -1)  # (B, C)
+    scores = output if output.dim() == 2 else output.reshape(output.shape[0], -1)  # (B, C); no view node when 2-D
     if scores.shape[1] != width:
         raise _target_error(
             name,
@@ -926,6 +926,7 @@ class Criterion(nn.Module):
         self.contract.check_values(self, target, output)
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        # Runs every step: every check below is metadata only, the value check happens once.
         _check_batch(self.name, output, target)
         if not self._values_checked or (self.check_every_batch and target.device.type == "cpu"):
             self.check_target(target, output)
