@@ -84,6 +84,7 @@ class Meter:
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.device = device
         self.sums = torch.zeros(len(self.names), dtype=self.dtype, device=device)
+        self._views = [self.sums[index] for index in range(len(self.names))]  # 0-dim views, made once
         self.count = 0  # samples, known on the host without a sync
         self.marked_sums = torch.zeros_like(self.sums)
         self.marked_count = 0
@@ -114,16 +115,22 @@ class Meter:
         """Reduce the held batches into the sums (no host sync)."""
         if not self._losses:
             return
-        losses = torch.stack(self._losses).to(self.dtype)  # (n,)
-        if self.criterion.reduction == "mean":
-            weights = torch.tensor(self._counts, dtype=self.dtype).to(self.device, non_blocking=True)
-            self.sums[0] += torch.dot(losses, weights)
+        mean = self.criterion.reduction == "mean"
+        if len(self._losses) == 1:  # logging every step: no stacking, one fused multiply-add
+            self._views[0].add_(self._losses[0], alpha=self._counts[0] if mean else 1)
         else:
-            self.sums[0] += losses.sum()
+            losses = torch.stack(self._losses).to(self.dtype)  # (n,)
+            if mean:
+                weights = torch.tensor(self._counts, dtype=self.dtype).to(self.device, non_blocking=True)
+                self._views[0].add_(torch.dot(losses, weights))
+            else:
+                self._views[0].add_(losses.sum())
         if len(self.names) > 1:
-            metrics = self.criterion.batch_metrics(torch.cat(self._outputs), torch.cat(self._targets))
-            for index, name in enumerate(self.names[1:], start=1):
-                self.sums[index] += metrics[name]
+            outputs = self._outputs[0] if len(self._outputs) == 1 else torch.cat(self._outputs)
+            targets = self._targets[0] if len(self._targets) == 1 else torch.cat(self._targets)
+            metrics = self.criterion.batch_metrics(outputs, targets)
+            for name, view in zip(self.names[1:], self._views[1:]):
+                view.add_(metrics[name])
         self._clear()
 
     def _averages(self, sums: torch.Tensor, count: int) -> dict[str, float]:
