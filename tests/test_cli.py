@@ -143,3 +143,19 @@ def test_plugins_register_components(tmp_path, capsys, monkeypatch):
 def test_module_entry_point(tmp_path):
     result = subprocess.run([sys.executable, "-m", "trainlab", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "resume" in result.stdout
+
+
+def test_unexpected_failure_exits_1_with_traceback_only_under_debug(tmp_path, capsys, monkeypatch):
+    import trainlab.pipeline
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(trainlab.pipeline, "train", broken)
+    path = write(tmp_path, tiny_recipe())
+    code, _, err = run_cli(["train", str(path)], capsys)
+    assert code == 1
+    assert "unexpected failure: RuntimeError: disk on fire (run with --debug for the traceback)" in err
+    assert "Traceback" not in err
+    code, _, err = run_cli(["--debug", "train", str(path)], capsys)
+    assert code == 1 and "Traceback" in err and "disk on fire" in err

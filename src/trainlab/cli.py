@@ -289,8 +289,8 @@ def _run(entry: Callable[[], Any]) -> int:
         if _options["debug"]:
             err.print_exception()
         else:
-            err.print(f"unexpected failure: {type(error).__name__}: {error} (run with --debug for the traceback)",
-                      markup=False, highlight=False)
+            print(f"unexpected failure: {type(error).__name__}: {error} (run with --debug for the traceback)",
+                  file=sys.stderr)
         return 1
 
 
