@@ -118,8 +118,15 @@ def validate(recipes: list[str] = typer.Argument(..., help="Recipe files to chec
 
 
 @app.command()
-def schema() -> None:
-    """Print the recipe's JSON Schema."""
+def schema(
+    markdown: bool = typer.Option(False, "--markdown", help="The recipe reference as Markdown (docs/recipe.md)."),
+) -> None:
+    """Print the recipe's JSON Schema (or the Markdown reference generated from it)."""
+    if markdown:
+        from trainlab.recipe.reference import render_reference
+
+        print(render_reference(), end="")
+        return
     from trainlab.recipe.schema import Recipe
 
     print(json.dumps(Recipe.model_json_schema(), indent=2))

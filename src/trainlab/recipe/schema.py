@@ -58,7 +58,7 @@ class DataCommon(Section):
     )
     shuffle: bool = Field(True, description="Shuffle the training split every epoch (seeded).")
     drop_last: bool = Field(False, description="Drop a last training batch smaller than batch_size.")
-    split: Split = Field(default_factory=Split)
+    split: Split = Field(default_factory=Split, description="Held-out fractions (stratified, seeded).")
     loader: Literal["auto", "memory", "dataloader"] = Field(
         "auto",
         description="memory: index-slice tensors held in memory; dataloader: torch DataLoader; auto picks.",
@@ -69,7 +69,7 @@ class DataCommon(Section):
 class DigitsData(DataCommon):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download."""
 
-    source: Literal["sklearn-digits"]
+    source: Literal["sklearn-digits"] = Field(description="The data source.")
     resize: list[int] | None = Field(
         None, min_length=2, max_length=2, description="[height, width] to resize the 8x8 images to."
     )
@@ -79,7 +79,7 @@ class DigitsData(DataCommon):
 class SyntheticData(DataCommon):
     """Seeded random tensors for tests and benchmarks: a fixed random teacher labels the inputs."""
 
-    source: Literal["synthetic"]
+    source: Literal["synthetic"] = Field(description="The data source.")
     task: Literal["classification", "regression", "sequence"] = "classification"
     shape: list[int] = Field(default_factory=lambda: [16], min_length=1, description="Shape of one input sample.")
     num_samples: int = Field(512, gt=1)
@@ -190,7 +190,7 @@ class OptimizerConfig(TorchArguments):
         description="Parameters that get weight_decay 0: 'bias', 'norm' (normalization layers, by type), "
         "'embedding', or a glob on parameter names. `true` means [bias, norm].",
     )
-    groups: list[ParamGroup] = Field(default_factory=list)
+    groups: list[ParamGroup] = Field(default_factory=list, description="Per-module optimizer settings.")
 
     @field_validator("lr", mode="before")
     @classmethod
@@ -271,7 +271,7 @@ class TrainConfig(Section):
     )
     monitor: str = Field("valid/loss", description="Metric that selects checkpoints/best and drives early stopping.")
     mode: Literal["min", "max", "auto"] = Field("auto", description="auto: max for accuracy-like metrics, min otherwise.")
-    early_stopping: EarlyStopping | None = None
+    early_stopping: EarlyStopping | None = Field(None, description="Stop when train.monitor stops improving.")
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -299,10 +299,10 @@ class Recipe(Section):
 
     name: str = Field(pattern=NAME_PATTERN, description="Run name: the folder under runs/.")
     seed: int = Field(0, description="Seeds data splits, shuffling, initialisation and dropout.")
-    data: DataConfig
-    model: ModelConfig
+    data: DataConfig = Field(description="Where the data comes from and how it is split and batched; keys by source.")
+    model: ModelConfig = Field(description="A built-in or torchvision model, or a stack of torch.nn layers.")
     loss: LossConfig | None = Field(None, description="Default: CrossEntropyLoss (classification), MSELoss (regression).")
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig | None = None
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="A torch.optim optimizer.")
+    schedule: ScheduleConfig | None = Field(None, description="A torch.optim.lr_scheduler schedule; none: a constant lr.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, accumulation, precision, checkpoints.")
+    log: LogConfig = Field(default_factory=LogConfig, description="TensorBoard, plots and the progress display.")
