@@ -29,7 +29,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CpuWatch, machine, mlp_layers, write_json
 
-import trainlab
 from trainlab.recipe import recipe_from_data
 from trainlab.train.callbacks import BaseCallback
 from trainlab.train.loop import StopTraining, fit

@@ -29,7 +29,8 @@ _LAZY = {
     "Run": "trainlab.pipeline",
 }
 
-__all__ = [*_LAZY, "train", "__version__"]
+__all__ = ["LoadedRecipe", "Recipe", "RecipeError", "Run", "TrainlabError", "__version__", "check", "load_recipe",
+           "resume", "train"]
 
 
 def __getattr__(name: str) -> Any:

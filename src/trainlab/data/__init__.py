@@ -1,9 +1,10 @@
 """The data stage: ``build_data(recipe.data, seed) -> DataBundle``.
 
-Each source is a :data:`SOURCES` entry with two functions: ``spec(config, seed)`` describes the
-data cheaply (shape, classes, task) for validation, and ``load(config, seed)`` returns the spec
-and the split tensors. Data that fits in memory is served by :class:`TensorLoader`; the choice
-of loader is automatic and overridable with ``data.loader``.
+Each source is a :data:`SOURCES` entry whose function ``load(config, seed)`` returns the
+:class:`DataSpec` and the split tensors. Validation builds the data too (in-memory sources are
+cheap, and a missing file is a recipe problem), and training reuses what it built. Data that fits
+in memory is served by :class:`TensorLoader`; the choice of loader is automatic and overridable
+with ``data.loader``.
 """
 
 from __future__ import annotations
@@ -12,20 +13,15 @@ from typing import Any
 
 import torch
 
-from trainlab.data.builtin import digits_spec, load_digits, load_synthetic, synthetic_spec
+from trainlab.data.builtin import load_digits, load_synthetic
 from trainlab.data.loaders import SamplerLoader, TensorLoader
 from trainlab.data.spec import DataBundle, DataSpec, Loader
 from trainlab.data.splits import SplitTensors
 from trainlab.registry import Registry
 
 SOURCES = Registry("data source")
-SOURCES.add("sklearn-digits", load_digits, "scikit-learn's bundled 8x8 digits, 10 classes.", spec=digits_spec)
-SOURCES.add("synthetic", load_synthetic, "Seeded random tensors labelled by a random teacher.", spec=synthetic_spec)
-
-
-def describe_data(config: Any, seed: int) -> DataSpec:
-    """The :class:`DataSpec` of ``config`` without loading the data."""
-    return SOURCES.get(config.source).capabilities["spec"](config, seed)
+SOURCES.add("sklearn-digits", load_digits, "scikit-learn's bundled 8x8 digits, 10 classes.")
+SOURCES.add("synthetic", load_synthetic, "Seeded random tensors labelled by a random teacher.")
 
 
 def make_loader(config: Any, inputs: torch.Tensor, targets: torch.Tensor, train: bool, seed: int) -> Loader:
@@ -55,4 +51,4 @@ def build_data(config: Any, seed: int) -> DataBundle:
     return bundle_from_tensors(config, spec, splits, seed)
 
 
-__all__ = ["DataBundle", "DataSpec", "Loader", "SOURCES", "TensorLoader", "SamplerLoader", "build_data", "describe_data"]
+__all__ = ["DataBundle", "DataSpec", "Loader", "SOURCES", "TensorLoader", "SamplerLoader", "build_data"]
