@@ -159,3 +159,11 @@ def test_unexpected_failure_exits_1_with_traceback_only_under_debug(tmp_path, ca
     assert "Traceback" not in err
     code, _, err = run_cli(["--debug", "train", str(path)], capsys)
     assert code == 1 and "Traceback" in err and "disk on fire" in err
+
+
+def test_out_folder_that_already_holds_files_is_refused(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    code, _, err = run_cli(["train", str(write(tmp_path, tiny_recipe())), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "already exists and is not empty" in err and "trainlab resume" in err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["keep.txt"]
