@@ -313,6 +313,36 @@ def lr_find(
     return result
 
 
+class _Checkpointer:
+    """Writes checkpoints for fit(): the files from the live tensors at once, the rest (fsync,
+    SHA-256, the atomic swap, best/ as a hard-linked copy of last/) on a background thread.
+    ``wait()`` returns when every checkpoint is durable; fit() calls it before it returns."""
+
+    def __init__(self, folder: Path, metrics: MetricsFile, digest: str, name: str):
+        self.folder, self.metrics, self.digest, self.name = folder, metrics, digest, name
+        self.writer = checkpoints.BackgroundWriter()
+        self.latest: dict[str, Any] = {}  # where checkpoints/last was last written
+
+    def __call__(self, kind: str, module: torch.nn.Module, state: Callable[[], dict[str, Any]],
+                 info: dict[str, Any]) -> None:
+        meta = {"kind": kind, **info, "records": self.metrics.line_count, "recipe_hash": self.digest,
+                "recipe_name": self.name}
+        position = (info["step"], info["epoch"], info["batch"])
+        target = self.folder / "checkpoints" / kind
+        if kind != "last" and self.latest.get("position") == position:  # same state as last: link, do not rewrite
+            source = self.latest["folder"]
+            self.writer.submit(lambda: checkpoints.copy_checkpoint(source, target, meta))
+            return
+        self.writer.wait()  # the previous checkpoint is done with its .partial folder
+        partial = checkpoints.write_checkpoint_files(target, module, state())
+        self.writer.submit(lambda: checkpoints.finish_checkpoint(partial, target, meta))
+        if kind == "last":
+            self.latest.update(position=position, folder=target)
+
+    def wait(self) -> None:
+        self.writer.wait()
+
+
 def _execute(
     folder: Path,
     recipe: Recipe,
@@ -335,19 +365,7 @@ def _execute(
     callbacks.append(Progress(progress or recipe.log.progress, recipe.train.epochs))
     digest = recipe_hash(recipe)
 
-    latest: dict[str, Any] = {}  # where checkpoints/last was last written
-
-    def checkpointer(kind: str, module: torch.nn.Module, state: Callable[[], dict[str, Any]],
-                     info: dict[str, Any]) -> None:
-        meta = {"kind": kind, **info, "records": metrics.line_count, "recipe_hash": digest, "recipe_name": recipe.name}
-        position = (info["step"], info["epoch"], info["batch"])
-        target = folder / "checkpoints" / kind
-        if kind != "last" and latest.get("position") == position:  # same state as last: link, do not rewrite
-            checkpoints.copy_checkpoint(latest["folder"], target, meta)
-            return
-        checkpoints.save_checkpoint(target, module, state(), meta)
-        if kind == "last":
-            latest.update(position=position, folder=target)
+    checkpointer = _Checkpointer(folder, metrics, digest, recipe.name)
 
     runs.write_status(folder, "running", device=str(device), precision=precision.name)
     try:
@@ -355,14 +373,17 @@ def _execute(
             model, criterion, optimizer, data, recipe.train, precision, schedule,
             CallbackList(callbacks), checkpointer, resume_state,
         )
-    except TrainingDiverged:
-        runs.write_status(folder, "diverged")
-        raise
-    except KeyboardInterrupt:
-        runs.write_status(folder, "interrupted")
-        raise
     except BaseException as error:
-        runs.write_status(folder, "failed", error=f"{type(error).__name__}: {error}")
+        try:  # let checkpoints in flight finish: the run folder is left consistent
+            checkpointer.wait()
+        except Exception:  # noqa: BLE001 - the error that stopped training is the one to report
+            pass
+        if isinstance(error, TrainingDiverged):
+            runs.write_status(folder, "diverged")
+        elif isinstance(error, KeyboardInterrupt):
+            runs.write_status(folder, "interrupted")
+        else:
+            runs.write_status(folder, "failed", error=f"{type(error).__name__}: {error}")
         raise
     status = result.state.status
     runs.write_status(

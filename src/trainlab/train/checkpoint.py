@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import random
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +120,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Atomically replace the checkpoint folder ``folder`` with a new one."""
-    folder = Path(folder)
-    partial = _partial_folder(folder)
+    return finish_checkpoint(write_checkpoint_files(folder, model, state), folder, meta)
+
+
+def write_checkpoint_files(folder: Path, model: torch.nn.Module, state: dict[str, Any]) -> Path:
+    """Serialise the weights and the state into ``<kind>.partial/`` (the part that reads live
+    tensors, so it runs before training goes on); returns the partial folder."""
+    partial = _partial_folder(Path(folder))
     save_model(_unwrap(model), str(partial / MODEL_FILE))
     torch.save(state, partial / STATE_FILE)
+    return partial
+
+
+def finish_checkpoint(partial: Path, folder: Path, meta: dict[str, Any]) -> Path:
+    """Make the written files durable (fsync), record their SHA-256 in meta.json and swap the
+    folder into place. Touches no live tensor, so it may run while training goes on."""
     for name in (MODEL_FILE, STATE_FILE):
         _fsync_file(partial / name)
     meta = {
@@ -131,7 +144,46 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict[str, Any],
         "files": {name: _sha256(partial / name) for name in (MODEL_FILE, STATE_FILE)},
     }
     write_json_atomic(partial / META_FILE, meta)
-    return _swap_into_place(partial, folder)
+    return _swap_into_place(partial, Path(folder))
+
+
+class BackgroundWriter:
+    """One worker thread that finishes checkpoints (fsync, hash, swap) in order while training
+    goes on. ``wait()`` blocks until every job is done and re-raises a job's error.
+
+    A kill while a job runs is a kill during a checkpoint write: the atomic swap protocol leaves
+    a complete checkpoint either way.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="trainlab-checkpoints", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if self._error is None:
+                    job()
+            except BaseException as error:  # kept for the training thread to raise
+                self._error = error
+            finally:
+                self._jobs.task_done()
+
+    def submit(self, job: Any) -> None:
+        self._raise()
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        self._jobs.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _partial_folder(folder: Path) -> Path:

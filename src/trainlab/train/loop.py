@@ -452,6 +452,8 @@ def fit(
             save("last")
         elif state.status == "running":  # resumed a run that had already finished
             state.status = "finished"
+        if checkpointer is not None and hasattr(checkpointer, "wait"):
+            checkpointer.wait()  # checkpoints written in the background are durable before fit returns
 
     seconds = time.perf_counter() - started
     callbacks.on_train_end(state.status)
