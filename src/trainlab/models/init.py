@@ -47,31 +47,27 @@ for _name in SCHEMES:
 Scheme = Callable[[torch.Tensor], Any]
 
 
-def _weights_and_biases(module: nn.Module) -> Iterator[tuple[str, nn.Parameter, str]]:
-    """Linear, Conv*, Embedding*: ``weight`` gets the scheme, ``bias`` is zeroed."""
-    for name, parameter in module.named_parameters(recurse=False):
-        if name == "weight":
-            yield name, parameter, "scheme"
-        elif name == "bias":
-            yield name, parameter, "zero"
+def _roles(weight: str, matches: Callable[[str, str], bool]) -> Callable[[nn.Module], Iterator[tuple[str, nn.Parameter, str]]]:
+    """Parameters named like a weight get ``weight`` (the scheme, or 1), those named like a bias 0."""
+
+    def assign(module: nn.Module) -> Iterator[tuple[str, nn.Parameter, str]]:
+        for name, parameter in module.named_parameters(recurse=False):
+            if matches(name, "weight"):
+                yield name, parameter, weight
+            elif matches(name, "bias"):
+                yield name, parameter, "zero"
+
+    return assign
 
 
-def _matrices(module: nn.Module) -> Iterator[tuple[str, nn.Parameter, str]]:
-    """RNN/LSTM/GRU (+ cells) and attention: every ``*weight*`` matrix gets the scheme, ``*bias*`` 0."""
-    for name, parameter in module.named_parameters(recurse=False):
-        if "weight" in name:
-            yield name, parameter, "scheme"
-        elif "bias" in name:
-            yield name, parameter, "zero"
-
-
-def _normalization(module: nn.Module) -> Iterator[tuple[str, nn.Parameter, str]]:
-    """Normalization layers: weight 1, bias 0 (nothing when affine is off)."""
-    for name, parameter in module.named_parameters(recurse=False):
-        if name == "weight":
-            yield name, parameter, "one"
-        elif name == "bias":
-            yield name, parameter, "zero"
+_exact = lambda name, kind: name == kind  # noqa: E731
+_contains = lambda name, kind: kind in name  # noqa: E731
+# Linear, Conv*, Embedding*: ``weight`` gets the scheme, ``bias`` is zeroed.
+_weights_and_biases = _roles("scheme", _exact)
+# RNN/LSTM/GRU (+ cells) and attention: every ``*weight*`` matrix gets the scheme, ``*bias*`` 0.
+_matrices = _roles("scheme", _contains)
+# Normalization layers: weight 1, bias 0 (nothing when affine is off).
+_normalization = _roles("one", _exact)
 
 
 # (module types, which of its parameters get what); the first matching row wins.

@@ -237,6 +237,12 @@ def _check_class_indices(name: str, target: Tensor, num_classes: int, ignore_ind
         )
 
 
+def _check_nonnegative(name: str, target: Tensor, what: str, hint: str) -> None:
+    """Regression targets that must not be negative (probabilities, counts)."""
+    if bool((target < 0).any()):
+        raise _target_error(name, f"targets must be non-negative {what}", _value_range(target), hint)
+
+
 def _check_finite(name: str, target: Tensor) -> None:
     if not target.is_floating_point():
         raise _target_error(
@@ -422,17 +428,9 @@ class OneHotContract(Contract):
                 _value_range(target),
                 "Scale the targets to [0, 1], or use MSELoss / L1Loss for unbounded values.",
             )
-        if (
-            self.regression == "nonnegative"
-            and not criterion.arguments.get("log_target", False)
-            and bool((target < 0).any())
-        ):
-            raise _target_error(
-                criterion.name,
-                "targets must be non-negative probabilities",
-                _value_range(target),
-                "Give probability distributions as targets, or set log_target: true for log-probabilities.",
-            )
+        if self.regression == "nonnegative" and not criterion.arguments.get("log_target", False):
+            _check_nonnegative(criterion.name, target, "probabilities",
+                               "Give probability distributions as targets, or set log_target: true for log-probabilities.")
 
     def inputs(self, criterion, output, target):
         if criterion.task == "regression":
@@ -489,13 +487,9 @@ class PoissonContract(ValueContract):
 
     def check_values(self, criterion, target, output):
         super().check_values(criterion, target, output)
-        if criterion.task == "regression" and bool((target < 0).any()):
-            raise _target_error(
-                criterion.name,
-                "targets must be non-negative counts",
-                _value_range(target),
-                "PoissonNLLLoss models counts; use MSELoss or HuberLoss for signed values.",
-            )
+        if criterion.task == "regression":
+            _check_nonnegative(criterion.name, target, "counts",
+                               "PoissonNLLLoss models counts; use MSELoss or HuberLoss for signed values.")
 
     def predicted_values(self, criterion, output, target):
         prediction = _as_target(criterion.name, output, target)

@@ -114,10 +114,6 @@ def _check_one_cycle(arguments: dict[str, Any], context: ScheduleContext, path: 
     return problems
 
 
-def _check_plateau(arguments: dict[str, Any], context: ScheduleContext, path: str, name: str) -> list[Problem]:
-    return []
-
-
 def _exponential_to_steps(arguments: dict[str, Any], steps_per_epoch: int) -> dict[str, Any]:
     """Per-epoch decay ``gamma`` as a per-step decay with the same value at every epoch boundary."""
     if isinstance(arguments.get("gamma"), (int, float)):
@@ -147,7 +143,7 @@ _register("CyclicLR", "step", ("step_size_up", "step_size_down"), fill=_momentum
           description="Cyclical lr between base_lr and max_lr (triangular, triangular2, exp_range).")
 _register("OneCycleLR", "step", ("total_steps",), fill=_fill_one_cycle, check=_check_one_cycle,
           description="One cycle: warm up to max_lr, then anneal far below the start (total_steps filled in).")
-_register("ReduceLROnPlateau", "plateau", check=_check_plateau,
+_register("ReduceLROnPlateau", "plateau",
           description="Divide the lr by 1/factor when the monitored metric stops improving (after validation).")
 _register("SequentialLR", "composite", ("milestones",),
           description="Run the listed schedules one after another, switching at the milestones.")
