@@ -7,8 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trainlab.data.spec import DataSpec
-from trainlab.data.splits import SplitTensors, split_tensors
+from trainlab.data.loaders import bundle_from_tensors
+from trainlab.data.spec import DataBundle, DataSpec
+from trainlab.data.splits import split_tensors
 from trainlab.recipe.schema import DigitsData, SyntheticData
 
 DIGIT_NAMES = [str(digit) for digit in range(10)]
@@ -25,7 +26,7 @@ def digits_spec(config: DigitsData, seed: int) -> DataSpec:
     )
 
 
-def load_digits(config: DigitsData, seed: int) -> tuple[DataSpec, SplitTensors]:
+def load_digits(config: DigitsData, seed: int) -> DataBundle:
     """scikit-learn's 1,797 8x8 digits as float images in [0, 1], split, optionally resized
     once (bilinear) and standardised with the training split's mean and std."""
     from sklearn.datasets import load_digits as sklearn_digits
@@ -42,7 +43,7 @@ def load_digits(config: DigitsData, seed: int) -> tuple[DataSpec, SplitTensors]:
         mean, std = train_images.mean().item(), train_images.std().item()
         splits = {name: ((x - mean) / std, y) for name, (x, y) in splits.items()}
         spec.normalization = {"mean": [mean], "std": [std]}
-    return spec, splits
+    return bundle_from_tensors(config, spec, splits, seed)
 
 
 def synthetic_spec(config: SyntheticData, seed: int) -> DataSpec:
@@ -61,7 +62,7 @@ def synthetic_spec(config: SyntheticData, seed: int) -> DataSpec:
     )
 
 
-def load_synthetic(config: SyntheticData, seed: int) -> tuple[DataSpec, SplitTensors]:
+def load_synthetic(config: SyntheticData, seed: int) -> DataBundle:
     """Inputs ~ N(0, 1) (or uniform token ids), labelled by a fixed random linear teacher plus
     noise, so a model can learn them; everything drawn from one generator seeded by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
@@ -88,4 +89,5 @@ def load_synthetic(config: SyntheticData, seed: int) -> tuple[DataSpec, SplitTen
         targets = 1 + raw.long() % (config.num_classes - 1)  # (N, S)
     spec = synthetic_spec(config, seed)
     stratify = config.task == "classification"
-    return spec, split_tensors(inputs, targets, config.split.valid, config.split.test, seed, stratify=stratify)
+    splits = split_tensors(inputs, targets, config.split.valid, config.split.test, seed, stratify=stratify)
+    return bundle_from_tensors(config, spec, splits, seed)

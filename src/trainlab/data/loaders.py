@@ -15,15 +15,26 @@ ever drawn and thrown away.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from trainlab.data.spec import DataBundle, DataSpec, Loader
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """The generator seed of one epoch's order: distinct per (seed, epoch), stable across versions."""
     return (seed * 1_000_003 + epoch * 7_919 + 12_345) % (2**63 - 1)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's random augmentation in one epoch: the same whichever worker, batch
+    position or resume point draws it, so augmented epochs are reproducible and resumable."""
+    return (epoch_seed(seed, epoch) * 31 + index * 2_654_435_761) % (2**63 - 1)
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
@@ -93,7 +104,7 @@ class TensorLoader(_Position):
         self.drop_last = drop_last
         self._init_position()
 
-    def to(self, device: torch.device | str) -> "TensorLoader":
+    def to(self, device: torch.device | str) -> TensorLoader:
         """Keep the tensors on ``device`` so batches need no host-to-device copy."""
         self.inputs = self.inputs.to(device)
         self.targets = self.targets.to(device)
@@ -121,21 +132,29 @@ class TensorLoader(_Position):
 class _ResumableSampler(Sampler[int]):
     """Yields one epoch's order from the loader's current position onwards."""
 
-    def __init__(self, owner: "SamplerLoader"):
+    def __init__(self, owner: SamplerLoader):
         self.owner = owner
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         owner = self.owner
         order = epoch_order(owner.num_samples, owner.seed, owner.epoch, owner.shuffle)
         start = owner.position * owner.batch_size
-        return iter(order[start:].tolist())
+        indices = order[start:].tolist()
+        if owner.with_seeds:  # the dataset receives (index, seed of this sample's augmentation)
+            return iter([(index, sample_seed(owner.seed, owner.epoch, index)) for index in indices])
+        return iter(indices)
 
     def __len__(self) -> int:
         return self.owner.num_samples - self.owner.position * self.owner.batch_size
 
 
 class SamplerLoader(_Position):
-    """A ``DataLoader`` over a map-style dataset, with the same order and state as TensorLoader."""
+    """A ``DataLoader`` over a map-style dataset, with the same order and state as TensorLoader.
+
+    With ``with_seeds`` the dataset is indexed by ``(index, seed)`` pairs, ``seed`` being
+    :func:`sample_seed`: a dataset that seeds its random augmentation with it gives the same
+    samples for any worker count and after a mid-epoch resume.
+    """
 
     def __init__(
         self,
@@ -146,6 +165,10 @@ class SamplerLoader(_Position):
         drop_last: bool = False,
         num_workers: int = 0,
         pin_memory: bool = False,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
+        with_seeds: bool = False,
+        collate_fn: Any = None,
     ):
         self.dataset = dataset
         self.batch_size = batch_size
@@ -153,6 +176,7 @@ class SamplerLoader(_Position):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.with_seeds = with_seeds
         self._init_position()
         self._loader = DataLoader(
             dataset,
@@ -161,7 +185,9 @@ class SamplerLoader(_Position):
             drop_last=drop_last,
             num_workers=num_workers,
             pin_memory=pin_memory,
-            persistent_workers=num_workers > 0,
+            persistent_workers=persistent_workers and num_workers > 0,
+            prefetch_factor=prefetch_factor if num_workers > 0 else None,
+            collate_fn=collate_fn,
         )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -171,3 +197,68 @@ class SamplerLoader(_Position):
                 break
             self.position += 1
             yield inputs, targets
+
+
+@dataclass
+class LoaderOptions:
+    """The DataLoader settings of a recipe's data section, with ``auto`` resolved for this machine."""
+
+    num_workers: int
+    pin_memory: bool
+    persistent_workers: bool
+    prefetch_factor: int | None
+
+    def note(self) -> str:
+        return (f"DataLoader: num_workers={self.num_workers}, pin_memory={self.pin_memory}, "
+                f"persistent_workers={self.persistent_workers and self.num_workers > 0}, "
+                f"prefetch_factor={self.prefetch_factor or (2 if self.num_workers else None)}")
+
+    def arguments(self) -> dict[str, Any]:
+        return {"num_workers": self.num_workers, "pin_memory": self.pin_memory,
+                "persistent_workers": self.persistent_workers, "prefetch_factor": self.prefetch_factor}
+
+
+def default_workers() -> int:
+    """Worker processes for a file-backed DataLoader: the cores this process may use, less one for
+    the training loop, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores - 1))
+
+
+def loader_options(config: Any) -> LoaderOptions:
+    workers = default_workers() if config.num_workers == "auto" else int(config.num_workers)
+    pin = torch.cuda.is_available() if config.pin_memory == "auto" else bool(config.pin_memory)
+    return LoaderOptions(workers, pin, config.persistent_workers, config.prefetch_factor)
+
+
+def split_batch_size(config: Any, train: bool) -> int:
+    """Training batches are ``batch_size``; evaluation ones ``eval_batch_size`` (default 4x)."""
+    return config.batch_size if train else (config.eval_batch_size or 4 * config.batch_size)
+
+
+def make_loader(config: Any, inputs: torch.Tensor, targets: torch.Tensor, train: bool, seed: int) -> Loader:
+    """A loader for one split of in-memory tensors, as ``data.loader`` asks (auto: index slicing)."""
+    batch_size = split_batch_size(config, train)
+    shuffle = config.shuffle and train
+    drop_last = config.drop_last and train
+    if config.loader == "dataloader":
+        dataset = torch.utils.data.TensorDataset(inputs, targets)
+        return SamplerLoader(dataset, batch_size, shuffle, seed, drop_last, **loader_options(config).arguments())
+    return TensorLoader(inputs, targets, batch_size, shuffle, seed, drop_last)
+
+
+def bundle_from_tensors(config: Any, spec: DataSpec, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                        seed: int, **extra: Any) -> DataBundle:
+    """A :class:`DataBundle` of in-memory splits ``{"train": (x, y), "valid": ..., "test": ...}``;
+    ``extra`` are further DataBundle fields (config, notes, preprocessor)."""
+    loaders = {
+        name: make_loader(config, inputs, targets, name == "train", seed) for name, (inputs, targets) in splits.items()
+    }
+    spec.num_samples = {name: len(inputs) for name, (inputs, _) in splits.items()}
+    bundle = DataBundle(spec, loaders["train"], loaders.get("valid"), loaders.get("test"), **extra)
+    if config.loader == "dataloader":
+        bundle.notes.append(loader_options(config).note())
+    return bundle

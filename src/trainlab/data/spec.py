@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -30,6 +32,7 @@ class DataSpec:
     vocab_size: int | None = None
     num_samples: dict[str, int] = field(default_factory=dict)  # split -> number of samples
     normalization: dict[str, Any] | None = None  # how inputs were normalised (mean/std), for later stages
+    padding_idx: int | None = None  # token inputs: the id that pads a sequence (never a real token)
 
     @property
     def output_size(self) -> int:
@@ -66,14 +69,37 @@ class Loader(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class Preprocessor(Protocol):
+    """What turns raw inputs into model inputs, fitted on the training split and saved with a run
+    so prediction and serving reuse it exactly (tokenizer, column transformer, eval transforms).
+
+    ``save(folder)`` writes only safe formats (JSON, safetensors) into ``folder`` and must include
+    ``preprocessing.json`` with ``{"kind": kind, ...}``; ``load(folder)`` (a classmethod) reads it
+    back. :func:`trainlab.data.load_preprocessor` dispatches on ``kind``.
+    """
+
+    kind: str
+
+    def save(self, folder: Path) -> None: ...
+
+
 @dataclass
 class DataBundle:
-    """The loaders of each split and the :class:`DataSpec` they share."""
+    """The loaders of each split and the :class:`DataSpec` they share.
+
+    ``config`` is the data section as resolved by loading (e.g. ``Normalize: dataset`` replaced by
+    the mean and std it computed, paths made absolute), written into the run's recipe.yaml;
+    ``notes`` are facts worth printing once (an inferred task, the worker count chosen, files
+    skipped); ``preprocessor`` is saved with the run.
+    """
 
     spec: DataSpec
     train: Loader
     valid: Loader | None = None
     test: Loader | None = None
+    config: Any = None
+    notes: list[str] = field(default_factory=list)
+    preprocessor: Preprocessor | None = None
 
     def loader(self, split: str) -> Loader | None:
         return {"train": self.train, "valid": self.valid, "test": self.test}[split]

@@ -17,7 +17,16 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from trainlab.recipe.errors import Problem, RecipeError, TrainlabError
-from trainlab.recipe.schema import DATA_SOURCES, DigitsData, Recipe, SyntheticData
+from trainlab.recipe.schema import (
+    DATA_SOURCES,
+    CsvData,
+    DigitsData,
+    IdxData,
+    ImagesData,
+    Recipe,
+    SyntheticData,
+    TextData,
+)
 from trainlab.registry import did_you_mean
 
 Location = int | str  # a YAML line number, or a description such as "override train.epochs=5"
@@ -151,7 +160,14 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-_DATA_MODELS = {"sklearn-digits": DigitsData, "synthetic": SyntheticData}
+_DATA_MODELS = {
+    "sklearn-digits": DigitsData,
+    "synthetic": SyntheticData,
+    "images": ImagesData,
+    "idx": IdxData,
+    "csv": CsvData,
+    "text": TextData,
+}
 
 
 def _model_at(loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:

@@ -13,8 +13,12 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from trainlab.recipe.schema import (
+    CsvData,
     DigitsData,
     EarlyStopping,
+    IdxData,
+    ImagesData,
+    Impute,
     InitConfig,
     LogConfig,
     LossConfig,
@@ -26,8 +30,10 @@ from trainlab.recipe.schema import (
     ScheduleConfig,
     Split,
     SyntheticData,
+    TextData,
     TorchArguments,
     TrainConfig,
+    Transforms,
     Warmup,
 )
 
@@ -35,6 +41,12 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("recipe", Recipe),
     ("data (source: sklearn-digits)", DigitsData),
     ("data (source: synthetic)", SyntheticData),
+    ("data (source: images)", ImagesData),
+    ("data (source: idx)", IdxData),
+    ("data.transforms (images, idx)", Transforms),
+    ("data (source: csv)", CsvData),
+    ("data.impute (csv)", Impute),
+    ("data (source: text)", TextData),
     ("data.split", Split),
     ("model", ModelConfig),
     ("model.init", InitConfig),

@@ -12,7 +12,7 @@ Sections whose arguments go straight to a torch constructor (``loss``, ``optimiz
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,7 +45,7 @@ class Split(Section):
     test: float = Field(0.0, ge=0.0, lt=1.0, description="Fraction held out for the test split.")
 
     @model_validator(mode="after")
-    def _fits(self) -> "Split":
+    def _fits(self) -> Split:
         if self.valid + self.test >= 1.0:
             raise ValueError(f"valid + test must leave training data (valid={self.valid}, test={self.test})")
         return self
@@ -63,7 +63,23 @@ class DataCommon(Section):
         "auto",
         description="memory: index-slice tensors held in memory; dataloader: torch DataLoader; auto picks.",
     )
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (dataloader loader only).")
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes (dataloader loader only); auto: suits the machine (printed)."
+    )
+    pin_memory: bool | Literal["auto"] = Field(
+        "auto", description="DataLoader pinned host memory; auto: on when training on a GPU."
+    )
+    persistent_workers: bool = Field(True, description="Keep DataLoader workers alive between epochs.")
+    prefetch_factor: int | None = Field(
+        None, ge=1, description="Batches each DataLoader worker loads ahead; default: torch's (2)."
+    )
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("expected 0 or more worker processes, or auto")
+        return value
 
 
 class DigitsData(DataCommon):
@@ -94,8 +110,147 @@ class SyntheticData(DataCommon):
     noise: float = Field(0.1, ge=0.0, description="Label noise: std of noise added to the teacher's output.")
 
 
-DataConfig = Annotated[Union[DigitsData, SyntheticData], Field(discriminator="source")]
-DATA_SOURCES = ("sklearn-digits", "synthetic")
+class Transforms(Section):
+    """``torchvision.transforms.v2`` pipelines by name, one for training and one for evaluation.
+
+    Each item is a name (``ToTensor``), or a one-key mapping from the name to its arguments
+    (``{RandomCrop: {size: 32, padding: 4}}``, a list for positional ones: ``{Resize: [32, 32]}``).
+    ``ToTensor`` means ``ToImage`` + ``ToDtype(float32, scale=True)``; ``{Normalize: imagenet}`` and
+    ``{Normalize: dataset}`` (mean/std of the training split, written into the resolved recipe) are
+    presets."""
+
+    train: list[Any] | None = Field(None, description="Training pipeline (augmentation); default: the eval pipeline.")
+    eval: list[Any] = Field(default_factory=lambda: ["ToTensor"], description="Validation/test/predict pipeline.")
+
+
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"]
+
+
+class ImageOptions(DataCommon):
+    transforms: Transforms = Field(default_factory=Transforms, description="torchvision.transforms.v2 pipelines.")
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto",
+        description="Decode once into a uint8 tensor cache: memory, disk (memory plus a file under cache_dir, "
+        "keyed by the file list and the deterministic transforms), none (decode every epoch in DataLoader "
+        "workers); auto: memory when the decoded set fits in cache_limit_mb.",
+    )
+    cache_dir: str | None = Field(None, description="Folder of the disk cache; default: ~/.cache/trainlab/images.")
+    cache_limit_mb: int = Field(2048, gt=0, description="Largest decoded set that cache: auto keeps in memory.")
+
+
+class ImagesData(ImageOptions):
+    """An image folder: ``path/train/<class>/*``, ``path/valid/<class>/*`` and optionally
+    ``path/test/<class>/*``, or one ``path/<class>/*`` split by ``split:``. Classes are the sorted
+    folder names."""
+
+    source: Literal["images"] = Field(description="The data source.")
+    path: str = Field(description="The image folder: a path, or package:NAME/sub/folder inside an installed Python package.")
+    mode: Literal["auto", "L", "RGB", "RGBA"] = Field(
+        "auto", description="Convert every image to this PIL mode; auto: RGB when any image has colour, else L."
+    )
+    on_bad_file: Literal["fail", "skip"] = Field(
+        "fail", description="A corrupt or non-image file: fail naming it, or skip it and report the count."
+    )
+    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS),
+                                  description="File suffixes that count as images (case-insensitive).")
+
+
+class IdxData(ImageOptions):
+    """MNIST / Fashion-MNIST style IDX files (gzipped or not). Validation is split from the training
+    files by ``split.valid``; the test split comes from the test files when given."""
+
+    source: Literal["idx"] = Field(description="The data source.")
+    path: str | None = Field(None, description="Folder the file names below are relative to.")
+    train_images: str = Field(description="IDX file of training images, e.g. train-images-idx3-ubyte.gz.")
+    train_labels: str = Field(description="IDX file of training labels.")
+    test_images: str | None = Field(None, description="IDX file of test images.")
+    test_labels: str | None = Field(None, description="IDX file of test labels.")
+    class_names: list[str] | None = Field(None, description="Names of the classes 0..C-1; default: the numbers.")
+
+    @model_validator(mode="after")
+    def _test_pair(self) -> IdxData:
+        if (self.test_images is None) != (self.test_labels is None):
+            raise ValueError("give both test_images and test_labels, or neither")
+        return self
+
+
+class TableFiles(DataCommon):
+    path: str | None = Field(None, description="One file (or package:NAME/file.csv), split by split:; or give train / valid / test.")
+    train: str | None = Field(None, description="The training file (instead of path).")
+    valid: str | None = Field(None, description="A validation file (with train); else split from train.")
+    test: str | None = Field(None, description="A test file (with train); else split from train by split.test.")
+    target: str = Field(description="The target column.")
+    id: str | None = Field(None, description="An id column, carried into predictions and never a feature.")
+    sep: str | None = Field(None, description="Column separator; default: tab for .tsv/.tab files, else comma.")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> TableFiles:
+        if (self.path is None) == (self.train is None):
+            raise ValueError("give exactly one of 'path' (one file, split by split:) or 'train' (separate files)")
+        if self.path is not None and (self.valid or self.test):
+            raise ValueError("'valid' and 'test' files go with 'train', not with 'path'")
+        return self
+
+
+class Impute(Section):
+    """How missing values are filled (scikit-learn SimpleImputer), fitted on the training split."""
+
+    numeric: Literal["mean", "median", "most_frequent", "constant"] = "mean"
+    categorical: Literal["most_frequent", "constant"] = "most_frequent"
+    fill_value: float | str | None = Field(None, description="The constant for strategy constant (0 / 'missing').")
+    indicator: bool = Field(False, description="Add a 0/1 missing-indicator column for columns with missing values.")
+
+
+class CsvData(TableFiles):
+    """A CSV table: one row per sample. Preprocessing (scikit-learn ColumnTransformer) is fitted on the
+    training split only and saved with the run as JSON, so prediction reuses it exactly."""
+
+    source: Literal["csv"] = Field(description="The data source.")
+    features: list[str] | None = Field(None, description="Feature columns; default: all but target and id.")
+    categorical: list[str] | None = Field(
+        None, description="Categorical columns; default: the text, boolean and category columns among the features."
+    )
+    task: Literal["classification", "regression"] | None = Field(
+        None, description="Default: inferred from the target (text or few integer values: classification; printed)."
+    )
+    impute: Impute = Field(default_factory=Impute, description="Missing values.")
+    scale: Literal["standard", "minmax", "none"] = Field("standard", description="Numeric scaling.")
+    log1p: list[str] = Field(default_factory=list, description="Long-tailed numeric columns to log1p before scaling.")
+    encode: Literal["onehot", "ordinal"] = Field(
+        "onehot", description="Categorical encoding; categories unseen in training become all-zero / -1 at predict time."
+    )
+    target_transform: Literal["standard", "log", "none"] = Field(
+        "none", description="Regression: transform the target for training; metrics and predictions are inverted."
+    )
+
+
+class TextData(TableFiles):
+    """Text in a CSV/TSV file: a text column and a label column. Tokenized (a tokenizer trained on
+    the training split, or ids already), truncated/padded to max_length; padding id 0."""
+
+    source: Literal["text"] = Field(description="The data source.")
+    text: str = Field("text", description="The text column.")
+    tokenizer: Literal["ids", "bpe", "wordpiece", "char", "whitespace"] = Field(
+        "whitespace",
+        description="ids: the text already is token ids ('[0 43 2 66]' or '0 43 2 66'); others are trained with "
+        "the tokenizers library on the training split and saved with the run.",
+    )
+    vocab_size: int | None = Field(
+        None, gt=2, description="Trained tokenizers: the vocabulary size (default 20000). ids: ids must be below it "
+        "(default: inferred from the training split)."
+    )
+    min_frequency: int = Field(2, ge=1, description="Trained tokenizers: fewest occurrences of a kept token.")
+    lowercase: bool = Field(True, description="Trained tokenizers: lowercase the text first.")
+    max_length: int = Field(256, gt=0, description="Truncate longer texts to this many tokens.")
+    bucket: bool = Field(
+        False, description="Length bucketing: batch texts of similar length and trim padding per batch."
+    )
+
+
+DataConfig = Annotated[
+    DigitsData | SyntheticData | ImagesData | IdxData | CsvData | TextData, Field(discriminator="source")
+]
+DATA_SOURCES = ("sklearn-digits", "synthetic", "images", "idx", "csv", "text")
 
 
 # ----------------------------------------------------------------------------------- model
@@ -126,7 +281,7 @@ class ModelConfig(TorchArguments):
         return {"name": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "ModelConfig":
+    def _one_kind(self) -> ModelConfig:
         if (self.name is None) == (self.layers is None):
             raise ValueError("give exactly one of 'name' (a built-in model) or 'layers' (a layer stack)")
         if self.layers is not None and self.arguments():
@@ -170,7 +325,7 @@ class LRFind(Section):
     )
 
     @model_validator(mode="after")
-    def _rising(self) -> "LRFind":
+    def _rising(self) -> LRFind:
         if self.end_lr <= self.start_lr:
             raise ValueError(f"end_lr ({self.end_lr}) must be above start_lr ({self.start_lr})")
         return self
@@ -180,7 +335,7 @@ class OptimizerConfig(TorchArguments):
     """A ``torch.optim`` optimizer by name; extra keys are its arguments (``momentum``, ``betas``)."""
 
     name: str = Field("AdamW", description="A torch.optim optimizer: SGD, AdamW, RMSprop, LBFGS, ...")
-    lr: Union[float, Literal["auto"], None] = Field(
+    lr: float | Literal["auto"] | None = Field(
         None, description="Learning rate; 'auto' runs the LR range test first and uses its suggestion; "
         "default: the torch optimizer's own default."
     )
@@ -222,7 +377,7 @@ class Warmup(Section):
     start_factor: float = Field(0.01, gt=0.0, le=1.0, description="Fraction of the lr the warmup starts from.")
 
     @model_validator(mode="after")
-    def _one_length(self) -> "Warmup":
+    def _one_length(self) -> Warmup:
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of 'steps' or 'epochs'")
         return self
@@ -242,7 +397,7 @@ class ScheduleConfig(TorchArguments):
     )
     warmup: Warmup | None = Field(None, description="A linear warmup in front of the schedule.")
     monitor: str | None = Field(None, description="ReduceLROnPlateau: the metric it watches (default valid/loss).")
-    schedules: list["ScheduleConfig"] | None = Field(
+    schedules: list[ScheduleConfig] | None = Field(
         None, description="SequentialLR / ChainedScheduler: the schedules they combine, in order."
     )
 
