@@ -13,6 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import data_cpu
 import lr_find_cpu
 import mlp_cpu
 
@@ -20,6 +21,7 @@ import mlp_cpu
 CASES = {
     "mlp_cpu": (mlp_cpu.main, ["--rounds", "1", "--max-attempts", "1", "--samples", "2048", "--epochs", "1"]),
     "lr_find_cpu": (lr_find_cpu.main, ["--rounds", "1", "--num-iter", "20", "--samples", "2048"]),
+    "data_cpu": (data_cpu.main, ["--quick"]),
 }
 
 

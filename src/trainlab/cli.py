@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 recipes_app = typer.Typer(help="List the shipped recipes, or copy one to edit.", invoke_without_command=True)
 app.add_typer(recipes_app, name="recipes")
+data_app = typer.Typer(help="Look at a recipe's data before training.")
+app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
@@ -71,8 +73,13 @@ def train(
     from trainlab.recipe import load_recipe
 
     loaded = load_recipe(_recipe_path(recipe), overrides or [])
-    run = train_recipe(loaded, out=out_dir, root=runs_dir, progress=progress)
+    run = train_recipe(loaded, out=out_dir, root=runs_dir, progress=progress, report=_note)
     _finish(run)
+
+
+def _note(text: str) -> None:
+    """A fact worth a line (data notes: inferred task, loader settings, skipped files)."""
+    err.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -108,7 +115,9 @@ def validate(recipes: list[str] = typer.Argument(..., help="Recipe files to chec
     failed = False
     for recipe in recipes:
         try:
-            check(load_recipe(_recipe_path(recipe)))
+            checked = check(load_recipe(_recipe_path(recipe)))
+            for note in checked.data.notes:
+                _note(note)
             out.print(f"[green]ok[/green] {recipe}")
         except TrainlabError as error:
             failed = True
@@ -228,6 +237,44 @@ def lr_find_command(
         table.add_row(name + marker, f"{value:.3g}")
     out.print(table)
     print(folder / "lr_find.png")
+
+
+@data_app.command("show")
+def data_show(
+    recipe: str = typer.Argument(..., help="Recipe file (or a shipped recipe name)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides."),
+    count: int = typer.Option(32, "--count", min=1, max=256, help="Training samples in the grid."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="PNG to write (default <name>-samples.png)."),
+) -> None:
+    """Class counts of each split, and a PNG grid of augmented training samples (image data)."""
+    from trainlab.pipeline import data_preview
+    from trainlab.recipe import load_recipe
+
+    loaded = load_recipe(_recipe_path(recipe), overrides or [])
+    preview = data_preview(loaded, count=count)
+    for note in preview.notes:
+        _note(note)
+    spec = preview.spec
+    shape = "x".join(str(size) for size in spec.input_shape)
+    sizes = ", ".join(f"{split} {spec.num_samples[split]:,}" for split in ("train", "valid", "test")
+                      if split in spec.num_samples)
+    out.print(f"{spec.task}: samples of shape {shape} ({str(spec.input_dtype).removeprefix('torch.')}); {sizes}", soft_wrap=True)
+    if preview.counts:
+        table = Table(title="samples per class")
+        table.add_column("class")
+        for split in preview.counts:
+            table.add_column(split, justify="right")
+        for name in spec.class_names or []:
+            table.add_row(name, *(f"{preview.counts[split][name]:,}" for split in preview.counts))
+        out.print(table)
+    if preview.images is None:
+        err.print("no image grid: the inputs are not images", markup=False)
+        return
+    from trainlab.evaluate.plots import plot_samples
+
+    target = plot or Path(f"{preview.recipe.name}-samples.png")
+    plot_samples(preview.images, preview.labels, target, title=f"{preview.recipe.name}: training samples as the first epoch serves them")
+    print(target)
 
 
 def _describe(path: Path) -> str:

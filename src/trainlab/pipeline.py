@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -216,6 +218,8 @@ def resolve(recipe: Recipe, data: DataBundle) -> Recipe:
     """The recipe with canonical names and every default filled in, as written into the run."""
     spec = data.spec
     resolved = recipe.model_copy(deep=True)
+    if data.config is not None:  # e.g. Normalize: dataset replaced by the mean/std it computed
+        resolved.data = data.config
     resolved.model = resolve_model(recipe.model)
     resolved.loss = resolve_loss(recipe.loss, spec)
     resolved.optimizer = resolve_optimizer(recipe.optimizer)
@@ -246,7 +250,8 @@ def _place_data(data: DataBundle, device: torch.device, limit_bytes: int = 1 << 
                 loader.to(device)
 
 
-def _data_description(spec: DataSpec) -> dict[str, Any]:
+def _data_description(data: DataBundle) -> dict[str, Any]:
+    spec = data.spec
     return {
         "task": spec.task,
         "input_shape": list(spec.input_shape),
@@ -257,7 +262,26 @@ def _data_description(spec: DataSpec) -> dict[str, Any]:
         "vocab_size": spec.vocab_size,
         "num_samples": spec.num_samples,
         "normalization": spec.normalization,
+        "padding_idx": spec.padding_idx,
+        "notes": list(data.notes),
+        "preprocessing": PREPROCESSING_DIR if data.preprocessor is not None else None,
     }
+
+
+PREPROCESSING_DIR = "preprocessing"
+
+
+def _write_preprocessing(folder: Path, data: DataBundle) -> None:
+    """Save the fitted preprocessing (tokenizer, column transformer, eval transforms) atomically as
+    ``preprocessing/`` so prediction and serving reuse exactly what training used."""
+    if data.preprocessor is None:
+        return
+    partial = folder / (PREPROCESSING_DIR + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    data.preprocessor.save(partial)
+    os.replace(partial, folder / PREPROCESSING_DIR)
 
 
 def _training_objects(recipe: Recipe, data: DataBundle, model: torch.nn.Module) -> tuple[Any, Any, Any, Any]:
@@ -403,10 +427,14 @@ def train(
     out: str | Path | None = None,
     root: str | Path = "runs",
     progress: str | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Run:
-    """Validate, then train a recipe into a new run folder (``out`` exactly, or under ``root``)."""
+    """Validate, then train a recipe into a new run folder (``out`` exactly, or under ``root``).
+    ``report`` receives the data stage's notes (an inferred task, the loader chosen, ...)."""
     checked = check(recipe)
     config, data = checked.recipe, checked.data
+    for note in data.notes if report is not None else ():
+        report(note)
     # The model validation built is the model a fresh seeded build gives; continue from the same RNG state.
     seed_everything(config.seed)
     torch.set_rng_state(checked.rng_after_build)
@@ -421,7 +449,8 @@ def train(
     runs.write_recipe(folder, recipe_dump(resolved))
     device = choose_device(config.train.device)
     checkpoints.write_json_atomic(folder / runs.ENV_FILE, runs.environment(device, config.train.precision))
-    checkpoints.write_json_atomic(folder / runs.DATA_FILE, _data_description(data.spec))
+    checkpoints.write_json_atomic(folder / runs.DATA_FILE, _data_description(data))
+    _write_preprocessing(folder, data)
     return _execute(folder, resolved, data.spec, data, checked.model, None, progress)
 
 
@@ -490,3 +519,51 @@ def preview(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Sche
     resolved = resolve_schedule(config.schedule, context)
     optimizer = build_optimizer(config.optimizer, checked.model)
     return ScheduleReport(config, resolved, context, preview_schedule(resolved, optimizer, context))
+
+
+# ----------------------------------------------------------------------------------- data preview
+
+
+@dataclass
+class DataPreview:
+    """What ``trainlab data show`` reports: class counts per split and augmented training samples."""
+
+    recipe: Recipe
+    spec: DataSpec
+    counts: dict[str, dict[str, int]]  # split -> class name -> samples (classification only)
+    notes: list[str]
+    images: torch.Tensor | None = None  # (N, C, H, W) in [0, 1], inverse-normalized; None if not images
+    labels: list[str] = field(default_factory=list)
+
+
+def split_targets(loader: Any) -> torch.Tensor | None:
+    """All targets of a split without drawing batches (in-memory loaders and file-backed datasets)."""
+    for owner in (loader, getattr(loader, "dataset", None)):
+        targets = getattr(owner, "targets", None)
+        if targets is not None:
+            return torch.as_tensor(targets)
+    return None
+
+
+def data_preview(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path, count: int = 32) -> DataPreview:
+    """Class counts of every split, and the first ``count`` training samples exactly as the first
+    epoch serves them (augmented), mapped back to [0, 1] for display."""
+    checked = check(recipe)
+    data, spec = checked.data, checked.spec
+    counts: dict[str, dict[str, int]] = {}
+    if spec.task == "classification" and spec.class_names:
+        for split in ("train", "valid", "test"):
+            loader = data.loader(split)
+            targets = split_targets(loader) if loader is not None else None
+            if targets is not None:
+                tally = torch.bincount(targets.reshape(-1).long().cpu(), minlength=len(spec.class_names))
+                counts[split] = {name: int(n) for name, n in zip(spec.class_names, tally.tolist())}
+    preview = DataPreview(checked.recipe, spec, counts, list(data.notes))
+    if len(spec.input_shape) == 3 and spec.input_dtype.is_floating_point:
+        from trainlab.data.images import show_batch
+
+        images, labels = show_batch(data, count)
+        preview.images = images.float().clamp(0.0, 1.0)
+        names = spec.class_names or []
+        preview.labels = [names[label] if label < len(names) else str(label) for label in labels.tolist()]
+    return preview

@@ -250,15 +250,18 @@ def make_loader(config: Any, inputs: torch.Tensor, targets: torch.Tensor, train:
     return TensorLoader(inputs, targets, batch_size, shuffle, seed, drop_last)
 
 
-def bundle_from_tensors(config: Any, spec: DataSpec, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                        seed: int, **extra: Any) -> DataBundle:
-    """A :class:`DataBundle` of in-memory splits ``{"train": (x, y), "valid": ..., "test": ...}``;
-    ``extra`` are further DataBundle fields (config, notes, preprocessor)."""
+def bundle_from_tensors(data_config: Any, spec: DataSpec, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                        seed: int, /, **extra: Any) -> DataBundle:
+    """A :class:`DataBundle` of in-memory splits ``{"train": (x, y), "valid": ..., "test": ...}``,
+    batched as ``data_config`` says; ``extra`` are further DataBundle fields (``config``: the
+    resolved data section, default ``data_config``; ``notes``; ``preprocessor``)."""
     loaders = {
-        name: make_loader(config, inputs, targets, name == "train", seed) for name, (inputs, targets) in splits.items()
+        name: make_loader(data_config, inputs, targets, name == "train", seed)
+        for name, (inputs, targets) in splits.items()
     }
     spec.num_samples = {name: len(inputs) for name, (inputs, _) in splits.items()}
+    extra.setdefault("config", data_config)
     bundle = DataBundle(spec, loaders["train"], loaders.get("valid"), loaders.get("test"), **extra)
-    if config.loader == "dataloader":
-        bundle.notes.append(loader_options(config).note())
+    if data_config.loader == "dataloader":
+        bundle.notes.append(loader_options(data_config).note())
     return bundle

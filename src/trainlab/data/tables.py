@@ -31,6 +31,7 @@ class Tables:
     frames: dict[str, Any]
     files: dict[str, Path]
     lines: dict[str, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def where(self, split: str, position: int) -> str:
         return f"{self.files[split].name} line {self.lines[split][position]}"
@@ -123,15 +124,11 @@ def _label_text(value: Any) -> str:
     return str(value)
 
 
-def load_tables(config: Any, seed: int, stratify: bool, columns: dict[str, str | list[str] | None]) -> Tables:
-    """Read a ``csv`` / ``text`` recipe's files into splits. One file (``path``) is split by
-    ``split.valid`` / ``split.test`` (stratified on ``config.target`` when ``stratify``); with
-    ``train`` files, a missing ``valid`` / ``test`` file is split from train the same way.
-
-    Every file must hold the target, the id (when given) and ``columns`` (``{recipe key: column(s)}``),
-    and no target may be empty or NaN; these are checked before splitting."""
-    import pandas as pd
-
+def read_tables(config: Any, columns: dict[str, str | list[str] | None]) -> Tables:
+    """Read a ``csv`` / ``text`` recipe's files: ``path`` (one file, all rows in ``train`` until
+    :func:`hold_out` splits it) or ``train`` / ``valid`` / ``test``. Every file must hold the target,
+    the id (when given) and ``columns`` (``{recipe key: column(s)}``); ``data.classes`` drops rows of
+    other classes; no target may be empty or NaN."""
     files: dict[str, Path] = {}
     if config.path is not None:
         files["train"] = resolve_path(config.path, "data.path")
@@ -145,19 +142,51 @@ def load_tables(config: Any, seed: int, stratify: bool, columns: dict[str, str |
     tables = Tables(frames, dict(files), lines)
     for split, frame in frames.items():
         require_columns(frame, {"target": config.target, "id": config.id, **columns}, files[split])
+    if getattr(config, "classes", None):
+        _keep_classes(tables, config.target, list(config.classes))
     check_targets(tables, config.target)
-    held = {"valid": config.split.valid if "valid" not in frames else 0.0,
-            "test": config.split.test if "test" not in frames else 0.0}
-    if held["valid"] > 0 or held["test"] > 0:
-        frame = frames["train"]
-        if stratify:
-            codes = torch.from_numpy(pd.factorize(frame[config.target].astype(str))[0].astype("int64"))
-        else:
-            codes = torch.zeros(len(frame), dtype=torch.int64)
-        parts = split_indices(codes, held["valid"], held["test"], seed, stratify=stratify)
-        for split, index in parts.items():
-            positions = index.tolist()
-            tables.frames[split] = frame.iloc[positions].reset_index(drop=True)
-            tables.files[split] = files["train"]
-            tables.lines[split] = [lines["train"][p] for p in positions]
     return tables
+
+
+def hold_out(tables: Tables, config: Any, seed: int, stratify: bool) -> Tables:
+    """Split ``split.valid`` / ``split.test`` of the training rows into the splits that have no file
+    of their own, seeded, stratified on ``config.target`` when ``stratify``."""
+    import pandas as pd
+
+    held = {"valid": config.split.valid if "valid" not in tables.frames else 0.0,
+            "test": config.split.test if "test" not in tables.frames else 0.0}
+    if held["valid"] <= 0 and held["test"] <= 0:
+        return tables
+    frame, file, lines = tables.frames["train"], tables.files["train"], list(tables.lines["train"])
+    if stratify:
+        codes = torch.from_numpy(pd.factorize(frame[config.target].astype(str))[0].astype("int64"))
+    else:
+        codes = torch.zeros(len(frame), dtype=torch.int64)
+    for split, index in split_indices(codes, held["valid"], held["test"], seed, stratify=stratify).items():
+        positions = index.tolist()
+        tables.frames[split] = frame.iloc[positions].reset_index(drop=True)
+        tables.files[split] = file
+        tables.lines[split] = [lines[p] for p in positions]
+    return tables
+
+
+def load_tables(config: Any, seed: int, stratify: bool, columns: dict[str, str | list[str] | None]) -> Tables:
+    """:func:`read_tables` then :func:`hold_out`: the splits of a ``csv`` / ``text`` recipe."""
+    return hold_out(read_tables(config, columns), config, seed, stratify)
+
+
+def _keep_classes(tables: Tables, target: str, classes: list[str]) -> None:
+    """Drop the rows whose target is not one of ``classes`` (``data.classes``), in every split."""
+    for split, frame in list(tables.frames.items()):
+        keep = frame[target].map(_label_text).isin(classes).to_numpy()
+        if not keep.any():
+            found = sorted({_label_text(value) for value in frame[target].dropna().unique()})[:10]
+            raise TrainlabError(problems=[Problem(
+                "data.classes", f"no row of {tables.files[split].name} has one of these classes", classes,
+                hint=f"The target '{target}' holds: {', '.join(found)}.")])
+        dropped = int((~keep).sum())
+        if dropped:
+            tables.frames[split] = frame[keep].reset_index(drop=True)
+            tables.lines[split] = [line for line, kept in zip(tables.lines[split], keep) if kept]
+            tables.notes.append(f"data.classes: dropped {dropped:,} of {len(frame):,} rows of "
+                                f"{tables.files[split].name} ({split}) with another class")

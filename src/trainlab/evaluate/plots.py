@@ -125,3 +125,26 @@ def plot_lr_find(result: Any, path: Path, title: str = "") -> Path:
     axis.set_title((title + "\n" if title else "") + f"LR range test{stopped}", fontsize=10)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def plot_samples(images: Any, titles: list[str], path: Path, columns: int = 8, title: str = "") -> Path:
+    """A grid of images (N, C, H, W) with values in [0, 1], each titled (e.g. by its class name)."""
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, -(-count // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.8 * rows), squeeze=False)
+    for position, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if position >= count:
+            continue
+        image = images[position]
+        channels = image.shape[0]
+        if channels == 1:
+            axis.imshow(image[0].numpy(), cmap="gray", vmin=0.0, vmax=1.0)
+        else:
+            axis.imshow(image[:3].permute(1, 2, 0).numpy())
+        axis.set_title(titles[position] if position < len(titles) else "", fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)

@@ -397,3 +397,5 @@ def model_names(include_torchvision: bool = True) -> list[str]:
         load_torchvision_models()
     return MODELS.names()
 
+
+from trainlab.models import text as _text  # noqa: E402,F401  registers the text classifiers

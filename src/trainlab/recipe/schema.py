@@ -182,6 +182,10 @@ class TableFiles(DataCommon):
     target: str = Field(description="The target column.")
     id: str | None = Field(None, description="An id column, carried into predictions and never a feature.")
     sep: str | None = Field(None, description="Column separator; default: tab for .tsv/.tab files, else comma.")
+    classes: list[str] | None = Field(
+        None, min_length=2, description="Keep only rows whose target is one of these (compared as text); "
+        "the other rows are dropped and counted."
+    )
 
     @model_validator(mode="after")
     def _one_layout(self) -> TableFiles:
