@@ -651,6 +651,29 @@ def test_summary_rows_shapes_and_totals() -> None:
     assert summarize(model, attention).trainable_parameters == 8 * 8 + 4 * 8  # in_proj_weight (3E, E) frozen
 
 
+class _HostSync(nn.Module):
+    """A model that cannot run on the meta device: it reads a value back to the host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.body(x)
+        return self.head(hidden) * (1.0 if hidden.sum().item() == hidden.sum().item() else 0.0)
+
+
+def test_summary_of_a_model_that_cannot_run_on_meta_counts_parameters_in_their_rows() -> None:
+    spec = spec_for((4,))
+    model = _HostSync()
+    summary = summarize(model, spec)
+    rows = {row.name: row for row in summary.rows}
+    assert (rows["body"].parameters, rows["body"].output_shape) == (15, (3,))
+    assert (rows["head"].parameters, rows["head"].output_shape) == (8, (2,))
+    assert sum(row.parameters for row in summary.rows) == summary.total_parameters == 23
+
+
 def test_importing_models_does_not_import_torchvision() -> None:
     code = "import sys, trainlab.models; print('torchvision' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -70,7 +70,11 @@ def trace(model: nn.Module, spec: DataSpec) -> tuple[Any, list[_Call]]:
     try:
         return _run(model, spec, meta=True)
     except Exception:
-        return _run(copy.deepcopy(model), spec, meta=False)
+        # A copy runs for real; its calls are reported against the original's modules (by name), so
+        # parameters are counted where they live.
+        output, calls = _run(copy.deepcopy(model), spec, meta=False)
+        originals = dict(model.named_modules())
+        return output, [_Call(call.name, originals.get(call.name, call.module), call.output) for call in calls]
 
 
 def _run(model: nn.Module, spec: DataSpec, meta: bool) -> tuple[Any, list[_Call]]:
