@@ -113,11 +113,15 @@ class SyntheticData(DataCommon):
 class Transforms(Section):
     """``torchvision.transforms.v2`` pipelines by name, one for training and one for evaluation.
 
-    Each item is a name (``ToTensor``), or a one-key mapping from the name to its arguments
-    (``{RandomCrop: {size: 32, padding: 4}}``, a list for positional ones: ``{Resize: [32, 32]}``).
-    ``ToTensor`` means ``ToImage`` + ``ToDtype(float32, scale=True)``; ``{Normalize: imagenet}`` and
-    ``{Normalize: dataset}`` (mean/std of the training split, written into the resolved recipe) are
-    presets."""
+    Each item is a name (``ToTensor``), or a one-key mapping from the name to its arguments: keyword
+    arguments (``{RandomCrop: {size: 32, padding: 4}}``), one value (``{RandomRotation: 10}``), or a
+    list, which is the first argument when that is ``size``, ``padding``, ``degrees`` or
+    ``kernel_size`` (``{Resize: [32, 32]}``) and the positional arguments otherwise
+    (``{ColorJitter: [0.4, 0.4, 0.4]}``). ``ToTensor`` means ``ToImage`` + ``ToDtype(float32,
+    scale=True)``. ``{Normalize: imagenet}`` is ImageNet's mean/std (on 1-channel images: mean 0.449,
+    std 0.226); ``{Normalize: dataset}`` is the training split's per-channel mean/std, computed once
+    and written into the resolved recipe. Leading deterministic steps that both pipelines share
+    (Resize, CenterCrop, Pad, Grayscale) run once when the images are decoded into the cache."""
 
     train: list[Any] | None = Field(None, description="Training pipeline (augmentation); default: the eval pipeline.")
     eval: list[Any] = Field(default_factory=lambda: ["ToTensor"], description="Validation/test/predict pipeline.")
