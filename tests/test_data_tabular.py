@@ -308,3 +308,16 @@ def test_the_penguins_table_loads():
         assert torch.isfinite(bundle.loader(split).inputs).all()  # the NaNs of the table are imputed
     # 5 numeric columns (4 measurements, year), island (3 values), sex (2 values)
     assert bundle.spec.input_shape == (len(bundle.preprocessor.feature_names),) == (10,)
+
+
+def test_a_validation_file_can_be_monitored_without_a_split_fraction(tmp_path):
+    frame = table(rows=60)
+    train, valid = write(tmp_path, frame[:45], "train.csv"), write(tmp_path, frame[45:], "valid.csv")
+    recipe = {"name": "t", "data": {"source": "csv", "train": str(train), "valid": str(valid), "target": "species",
+                                    "id": "id", "split": {"valid": 0.0}},
+              "model": {"name": "MLP"}, "train": {"monitor": "valid/accuracy", "device": "cpu"}}
+    checked = trainlab.check(recipe)
+    assert checked.data.valid is not None and checked.spec.num_samples["valid"] == 15
+    recipe["data"] = {**recipe["data"], "valid": None}
+    with pytest.raises(RecipeError, match="monitors the valid split but the data have no validation split"):
+        trainlab.check(recipe)

@@ -92,6 +92,22 @@ def test_log_every_and_record_contents(tmp_path):
     assert [r["epoch"] for r in run.records("valid")] == [1, 2]
 
 
+def test_train_metrics_off_keeps_the_loss_and_the_same_training(tmp_path):
+    train = {"epochs": 2, "log_every": 4, "device": "cpu", "precision": "32"}
+    full = trainlab.train(tiny_recipe(train=train), out=tmp_path / "full")
+    lean = trainlab.train(tiny_recipe(train={**train, "train_metrics": False}), out=tmp_path / "lean")
+    assert same_weights(full.model, lean.model)  # metrics never touch training
+    assert all("accuracy" not in record for record in lean.records("train"))
+    assert [r["loss"] for r in lean.records("train")] == [r["loss"] for r in full.records("train")]
+    assert all("accuracy" in record for record in lean.records("valid"))
+    with pytest.raises(TrainlabError, match="does not produce that metric.*train/loss, valid/loss, valid/accuracy"):
+        trainlab.check(tiny_recipe(train={**train, "train_metrics": False, "monitor": "train/accuracy"}))
+    before = {path.name: path.read_bytes() for path in (tmp_path / "lean").iterdir() if path.is_file()}
+    with pytest.raises(TrainlabError, match="train_metrics cannot change when resuming"):
+        trainlab.resume(tmp_path / "lean", ["train.train_metrics=true", "train.epochs=3"])
+    assert {path.name: path.read_bytes() for path in (tmp_path / "lean").iterdir() if path.is_file()} == before
+
+
 def test_tensorboard_scalars(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

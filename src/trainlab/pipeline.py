@@ -83,7 +83,7 @@ def as_loaded(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Lo
 # ----------------------------------------------------------------------------------- validation
 
 
-def _train_problems(recipe: Recipe, metric_keys: tuple[str, ...] | None) -> list[Problem]:
+def _train_problems(recipe: Recipe, metric_keys: tuple[str, ...] | None, has_valid: bool) -> list[Problem]:
     """Training options that only make sense together with the data, loss and optimizer."""
     problems = []
     train = recipe.train
@@ -104,9 +104,10 @@ def _train_problems(recipe: Recipe, metric_keys: tuple[str, ...] | None) -> list
     if split not in ("train", "valid") or not metric:
         problems.append(Problem("train.monitor", "expected '<split>/<metric>' with split train or valid",
                                 train.monitor, hint="For example valid/loss or valid/accuracy."))
-    elif split == "valid" and recipe.data.split.valid <= 0:
-        problems.append(Problem("train.monitor", "monitors the valid split but data.split.valid is 0",
-                                train.monitor, hint="Set data.split.valid (e.g. 0.2) or monitor train/loss."))
+    elif split == "valid" and not has_valid:
+        problems.append(Problem("train.monitor", "monitors the valid split but the data have no validation split",
+                                train.monitor, hint="Set data.split.valid (e.g. 0.2), give a validation file or "
+                                "folder, or monitor train/loss."))
     elif metric_keys is not None and train.monitor not in metric_keys:
         available = ", ".join(metric_keys)
         problems.append(Problem("train.monitor", f"this recipe does not produce that metric; it produces {available}",
@@ -114,10 +115,12 @@ def _train_problems(recipe: Recipe, metric_keys: tuple[str, ...] | None) -> list
     return problems
 
 
-def metric_keys(recipe: Recipe, metric_names: tuple[str, ...]) -> tuple[str, ...]:
+def metric_keys(recipe: Recipe, metric_names: tuple[str, ...], has_valid: bool) -> tuple[str, ...]:
     """The ``<split>/<metric>`` keys a run of this recipe logs (what monitors may watch)."""
-    splits = ("train", "valid") if recipe.data.split.valid > 0 else ("train",)
-    return tuple(f"{split}/{name}" for split in splits for name in ("loss", *metric_names))
+    keys = [f"train/{name}" for name in ("loss", *(metric_names if recipe.train.train_metrics else ()))]
+    if has_valid:
+        keys += [f"valid/{name}" for name in ("loss", *metric_names)]
+    return tuple(keys)
 
 
 @dataclass
@@ -147,7 +150,7 @@ def schedule_context(recipe: Recipe, data: DataBundle, metric_names: tuple[str, 
         cycles = None  # SGD / RMSprop without momentum: nothing to cycle
     lr = optimizer.lr if isinstance(optimizer.lr, (int, float)) else None
     return ScheduleContext(recipe.train.epochs, steps_per_epoch(recipe, data), lr, cycles,
-                           metric_keys(recipe, metric_names))
+                           metric_keys(recipe, metric_names, data.valid is not None))
 
 
 def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checked:
@@ -191,7 +194,9 @@ def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checke
     if not schedule_problems and optimizer is not None and metric_names is not None and config.schedule is not None:
         schedule_problems = schedule_problems_from_torch(config.schedule, optimizer, context)
     problems += schedule_problems
-    problems += _train_problems(config, metric_keys(config, metric_names) if metric_names is not None else None)
+    has_valid = data.valid is not None
+    problems += _train_problems(config, metric_keys(config, metric_names, has_valid) if metric_names is not None
+                                else None, has_valid)
     if problems:
         raise RecipeError(f"{loaded.origin} is not a valid recipe", loaded.locate(problems))
     assert model is not None
@@ -491,6 +496,12 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
     state = checkpoints.load_state(found)
     if not isinstance(state, dict) or not {"loop", "optimizer", "rng", "meter"} <= set(state):
         raise TrainlabError(f"'{found / checkpoints.STATE_FILE}' is not a trainlab training state")
+    metric_names = build_loss(config.loss, data.spec).metric_names if config.train.train_metrics else ()
+    saved_names = tuple(state["meter"].get("names", ()))
+    if saved_names and saved_names != ("loss", *metric_names):
+        raise TrainlabError(
+            f"the checkpoint holds training metrics {', '.join(saved_names)} but the resumed recipe computes "
+            f"{', '.join(('loss', *metric_names))}: train.train_metrics cannot change when resuming")
     # From here on the run folder changes: drop records written after the checkpoint.
     if overrides:
         runs.write_recipe(folder, recipe_dump(resolved))

@@ -78,9 +78,9 @@ class Meter:
     FLUSH_BATCHES = 32
     FLUSH_ELEMENTS = 1 << 22  # output elements held at most before reducing
 
-    def __init__(self, criterion: Any, device: torch.device) -> None:
+    def __init__(self, criterion: Any, device: torch.device, metrics: bool = True) -> None:
         self.criterion = criterion
-        self.names = ("loss", *criterion.metric_names)
+        self.names = ("loss", *(criterion.metric_names if metrics else ()))
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
         self.device = device
         self.sums = torch.zeros(len(self.names), dtype=self.dtype, device=device)
@@ -164,6 +164,10 @@ class Meter:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if tuple(state.get("names", self.names)) != self.names:
+            raise TrainlabError(
+                f"the checkpoint's training metrics ({', '.join(state['names'])}) differ from this run's "
+                f"({', '.join(self.names)}): train.train_metrics cannot change when resuming")
         self.sums.copy_(state["sums"])
         self.marked_sums.copy_(state["marked_sums"])
         self.count, self.marked_count = int(state["count"]), int(state["marked_count"])
@@ -265,7 +269,7 @@ def fit(
     closure_optimizer = needs_closure(optimizer)
 
     state = TrainState()
-    meter = Meter(criterion, device)
+    meter = Meter(criterion, device, metrics=config.train_metrics)
     if resume is not None:
         state = TrainState(**resume["loop"])
         optimizer.load_state_dict(resume["optimizer"])
