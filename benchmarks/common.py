@@ -170,3 +170,60 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass
+class Rounds:
+    """What :func:`alternate_rounds` measured: the reported rounds (contender -> Measurement each),
+    how many rounds ran after the warm-up, and how many of those were quiet."""
+
+    chosen: list[dict[str, Measurement]]
+    attempts: int
+    quiet: int
+
+
+def alternate_rounds(names: list[str], one: Any, rounds: int, max_others: float, max_attempts: int,
+                     budget_seconds: float, describe: Any) -> Rounds:
+    """A warm-up round, then rounds that run every contender once, in turn, until ``rounds`` of them
+    ran on a quiet machine (other processes used at most ``max_others`` of the CPUs, see
+    :class:`CpuWatch`), or ``max_attempts`` / ``budget_seconds`` ran out. ``one(name)`` measures a
+    contender; ``describe(name, measurement)`` is its text in the progress line. Only quiet rounds
+    are reported; with none at all, the least contended ones (and a warning)."""
+    attempts: list[dict[str, Measurement]] = []
+    deadline = time.perf_counter() + budget_seconds
+    clean = 0
+    attempt = -1
+    while True:
+        attempt += 1
+        measured: dict[str, Measurement] = {}
+        for name in names:
+            with CpuWatch() as watch:
+                measurement = one(name)
+            measurement.others_cpu = watch.others
+            measured[name] = measurement
+        worst = max((m.others_cpu or 0.0) for m in measured.values())
+        quiet = worst <= max_others
+        label = "warm-up" if attempt == 0 else f"round {attempt}"
+        flag = "" if quiet or attempt == 0 else f"  [contended: others used {worst:.0%} of the CPUs]"
+        parts = [describe(name, measurement) for name, measurement in measured.items()]
+        print(f"  {label}: " + ", ".join(parts) + f"; others {worst:.0%}{flag}", flush=True)
+        if attempt == 0:
+            continue
+        attempts.append(measured)
+        clean += quiet
+        if clean >= rounds:
+            break
+        if len(attempts) >= max_attempts or time.perf_counter() > deadline:
+            what = "only those are reported" if clean else "the least contended rounds are reported"
+            print(f"WARNING: only {clean} of {rounds} rounds ran on a quiet machine ({len(attempts)} attempts); "
+                  f"{what}", flush=True)
+            break
+
+    def contention(measured: dict[str, Measurement]) -> float:
+        return max((m.others_cpu or 0.0) for m in measured.values())
+
+    chosen = [m for m in attempts if contention(m) <= max_others]
+    if not chosen:
+        least = sorted(attempts, key=contention)[:rounds]
+        chosen = [m for m in attempts if any(m is c for c in least)]  # keep the running order
+    return Rounds(chosen, len(attempts), clean)

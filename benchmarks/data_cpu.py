@@ -52,8 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BASELINE,
     Contender,
-    CpuWatch,
     Measurement,
+    alternate_rounds,
     machine,
     mlp_layers,
     write_json,
@@ -67,6 +67,7 @@ from trainlab.recipe import Recipe
 CASE = "data_cpu"
 SEED = 0
 TRAINLAB = "trainlab"
+TRAINLAB_LEAN = "trainlab (loss only)"
 DATALOADER = "DataLoader"
 TARGET_VS_HAND = 0.97  # trainlab's throughput over the hand-written slicing loop's
 TARGET_VS_DATALOADER = 3.0  # trainlab's throughput over the per-sample DataLoader loop's
@@ -268,9 +269,12 @@ def run_case(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
     same_init = list(ours) == list(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
     shapes = [tuple(p.shape) for p in reference.parameters()]
 
+    lean_recipe = {**recipe, "train": {**recipe["train"], "train_metrics": False}}
     contenders = [
         Contender(TRAINLAB, note=f"trainlab.train(); loader: {type(loader).__name__}; fit() timing incl. "
                                  "metric sums, log records, end-of-epoch checkpoints"),
+        Contender(TRAINLAB_LEAN, note="the same with train.train_metrics: false (train records carry the loss only; "
+                                      "the hand-written loops compute no metric at all)"),
         Contender(BASELINE, note="randperm + index slicing"),
         Contender(DATALOADER, note="DataLoader(TensorDataset, shuffle=True), num_workers=0"),
     ]
@@ -280,8 +284,8 @@ def run_case(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
           f"initial weights identical: {'yes' if same_init else 'NO'}", flush=True)
 
     def one(name: str) -> Measurement:
-        if name == TRAINLAB:
-            measurement, model = run_trainlab(recipe)
+        if name in (TRAINLAB, TRAINLAB_LEAN):
+            measurement, model = run_trainlab(recipe if name == TRAINLAB else lean_recipe)
             got = [tuple(p.shape) for p in model.parameters()]
             assert got == shapes, f"architectures differ: {got} vs {shapes}"
         elif name == BASELINE:
@@ -295,45 +299,11 @@ def run_case(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
             torch.set_num_threads(args.threads)
         return measurement
 
-    # Warm-up, then rounds until `rounds` of them ran on a quiet machine (see common.CpuWatch).
-    attempts: list[dict[str, Measurement]] = []
-    deadline = time.perf_counter() + args.budget_seconds
-    clean = 0
-    attempt = -1
-    while True:
-        attempt += 1
-        measured: dict[str, Measurement] = {}
-        for contender in contenders:
-            with CpuWatch() as watch:
-                measurement = one(contender.name)
-            measurement.others_cpu = watch.others
-            measured[contender.name] = measurement
-        worst = max((m.others_cpu or 0.0) for m in measured.values())
-        quiet = worst <= args.max_others
-        warmup = attempt == 0
-        label = "warm-up" if warmup else f"round {attempt}"
-        parts = [f"{name} {m.train_seconds / args.epochs:.3f} s/epoch" for name, m in measured.items()]
-        flag = "" if quiet or warmup else f"  [contended: others used {worst:.0%} of the CPUs]"
-        print(f"  {label}: " + ", ".join(parts) + f"; others {worst:.0%}{flag}", flush=True)
-        if warmup:
-            continue
-        attempts.append(measured)
-        clean += quiet
-        if clean >= args.rounds:
-            break
-        if len(attempts) >= args.max_attempts or time.perf_counter() > deadline:
-            what = "only those are reported" if clean else "the least contended rounds are reported"
-            print(f"WARNING: only {clean} of {args.rounds} rounds ran on a quiet machine "
-                  f"({len(attempts)} attempts); {what}", flush=True)
-            break
-
-    def contention(measured: dict[str, Measurement]) -> float:
-        return max((m.others_cpu or 0.0) for m in measured.values())
-
-    chosen = [m for m in attempts if contention(m) <= args.max_others]
-    if not chosen:
-        least = sorted(attempts, key=contention)[:args.rounds]
-        chosen = [m for m in attempts if any(m is c for c in least)]  # keep the running order
+    measured_rounds = alternate_rounds([c.name for c in contenders], one, args.rounds, args.max_others,
+                                       args.max_attempts, args.budget_seconds,
+                                       lambda name, m: f"{name} {m.train_seconds / args.epochs:.3f} s/epoch")
+    chosen, clean = measured_rounds.chosen, measured_rounds.quiet
+    attempts = measured_rounds.attempts
     for contender in contenders:
         contender.rounds = [measured[contender.name] for measured in chosen]
     by_name = {c.name: c for c in contenders}
@@ -362,9 +332,11 @@ def run_case(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
         "trainlab_vs_hand_written": rows[0]["median_ratio_vs_hand_written"],
         "trainlab_vs_hand_written_target": TARGET_VS_HAND,
         "trainlab_vs_dataloader": rows[0]["median_ratio_vs_dataloader"],
+        "trainlab_loss_only_vs_hand_written": rows[1]["median_ratio_vs_hand_written"],
+        "trainlab_loss_only_vs_dataloader": rows[1]["median_ratio_vs_dataloader"],
         "trainlab_vs_dataloader_target": TARGET_VS_DATALOADER,
     }
-    rejected = len(attempts) - len(chosen)
+    rejected = attempts - len(chosen)
     print(f"{len(chosen)} round(s) reported, {rejected} contended round(s) left out "
           f"(contended: other processes used > {args.max_others:.0%} of the CPUs)")
     print(table(shape, rows))
@@ -372,6 +344,8 @@ def run_case(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
           + f"  -> median {headline['trainlab_vs_hand_written']:.3f} (target >= {TARGET_VS_HAND})")
     print(f"trainlab / {DATALOADER} per round: " + ", ".join(f"{r:.2f}" for r in vs_loader[TRAINLAB])
           + f"  -> median {headline['trainlab_vs_dataloader']:.2f}x (target >= {TARGET_VS_DATALOADER:g}x)")
+    print(f"{TRAINLAB_LEAN} / {BASELINE} per round: " + ", ".join(f"{r:.3f}" for r in vs_hand[TRAINLAB_LEAN])
+          + f"  -> median {headline['trainlab_loss_only_vs_hand_written']:.3f}")
     print(flush=True)
     return {
         "config": {
@@ -379,7 +353,7 @@ def run_case(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": shape.batch_size, "epochs": args.epochs, "steps_per_run": expected_steps,
             "optimizer": {"name": "SGD", "lr": shape.lr, "momentum": shape.momentum},
             "model": shape.describe(len(inputs)), "recipe": recipe, "initial_weights_identical": same_init,
-            "rounds": args.rounds, "warmup_rounds": 1, "attempts": len(attempts),
+            "rounds": args.rounds, "warmup_rounds": 1, "attempts": attempts,
             "rejected_rounds": rejected, "quiet_rounds": clean, "max_others": args.max_others,
         },
         "results": rows,

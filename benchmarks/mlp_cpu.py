@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BASELINE,
     Contender,
-    CpuWatch,
     Measurement,
+    alternate_rounds,
     machine,
     mlp_layers,
     report,
@@ -301,55 +301,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.set_num_threads(args.threads)
         return measurement
 
-    # Warm-up, then rounds until `rounds` of them ran on a quiet machine (see common.CpuWatch).
-    attempts: list[dict[str, Measurement]] = []
-    deadline = time.perf_counter() + args.budget_seconds
-    clean = 0
-    attempt = -1
-    while True:
-        attempt += 1
-        measured: dict[str, Measurement] = {}
-        for contender in contenders:
-            with CpuWatch() as watch:
-                measurement = one(contender.name)
-            measurement.others_cpu = watch.others
-            measured[contender.name] = measurement
-        worst = max((m.others_cpu or 0.0) for m in measured.values())
-        quiet = worst <= args.max_others
-        label = "warm-up" if attempt == 0 else f"round {attempt}"
-        parts = [f"{name} {m.samples_per_second:,.0f}/s (setup {m.setup_seconds:.2f}s)" for name, m in measured.items()]
-        flag = "" if quiet or attempt == 0 else f"  [contended: others used {worst:.0%} of the CPUs; retried]"
-        print(f"  {label}: " + ", ".join(parts) + f"; others {worst:.0%}{flag}", flush=True)
-        if attempt == 0:
-            continue
-        attempts.append(measured)
-        clean += quiet
-        if clean >= args.rounds:
-            break
-        if len(attempts) >= args.max_attempts or time.perf_counter() > deadline:
-            what = "only those are reported" if clean else "the least contended rounds are reported"
-            print(f"WARNING: only {clean} of {args.rounds} rounds ran on a quiet machine "
-                  f"({len(attempts)} attempts); {what}", flush=True)
-            break
-
-    def contention(measured: dict[str, Measurement]) -> float:
-        return max((m.others_cpu or 0.0) for m in measured.values())
-
-    # Only quiet rounds are reported; with none at all, the least contended ones (and a warning).
-    chosen = [m for m in attempts if contention(m) <= args.max_others]
-    if not chosen:
-        least = sorted(attempts, key=contention)[:args.rounds]
-        chosen = [m for m in attempts if any(m is c for c in least)]  # keep the running order
+    measured_rounds = alternate_rounds([c.name for c in contenders], one, args.rounds, args.max_others,
+                                       args.max_attempts, args.budget_seconds,
+                                       lambda name, m: f"{name} {m.samples_per_second:,.0f}/s (setup {m.setup_seconds:.2f}s)")
+    chosen, clean = measured_rounds.chosen, measured_rounds.quiet
+    attempts = measured_rounds.attempts
     for contender in contenders:
         contender.rounds = [measured[contender.name] for measured in chosen]
-    rejected = len(attempts) - len(chosen)
+    rejected = attempts - len(chosen)
 
     config_out = {
         "samples": args.samples, "features": args.features, "classes": args.classes, "epochs": args.epochs,
         "batch_size": args.batch_size, "hidden": args.hidden, "optimizer": args.optimizer,
         "optimizer_arguments": optimizer_arguments(args), "rounds": args.rounds, "warmup_rounds": 1,
         "threads": args.threads, "steps_per_run": expected_steps, "max_others": args.max_others,
-        "attempts": len(attempts), "rejected_rounds": rejected, "quiet_rounds": clean, "reported_rounds_all_quiet": clean > 0,
+        "attempts": attempts, "rejected_rounds": rejected, "quiet_rounds": clean, "reported_rounds_all_quiet": clean > 0,
         "command": " ".join(["benchmarks/" + CASE + ".py", *(argv if argv is not None else sys.argv[1:])]),
     }
     result = report(CASE, config_out, contenders, skipped)
