@@ -67,6 +67,32 @@ def test_bad_recipe_exits_2_with_every_problem_and_no_run_folder(tmp_path, capsy
     assert not (tmp_path / "runs").exists()
 
 
+def test_bad_data_exits_2_naming_the_file_and_leaves_no_run_folder(tmp_path, capsys):
+    from PIL import Image
+
+    (tmp_path / "table.csv").write_text("size,colour,label\n1.5,red,a\n2.0,blue,b\n")
+    folder = tmp_path / "images" / "cat"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8), "red").save(folder / "ok.png")
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    cases = {
+        "missing folder": ({"source": "images", "path": str(tmp_path / "nowhere")}, ["nowhere", "does not exist"]),
+        "corrupt image": ({"source": "images", "path": str(tmp_path / "images"), "split": {"valid": 0.0}},
+                          ["broken.png", "on_bad_file"]),
+        "missing column": ({"source": "csv", "path": str(tmp_path / "table.csv"), "target": "labels",
+                            "split": {"valid": 0.0}}, ["table.csv has no column 'labels'", "Did you mean 'label'?"]),
+    }
+    for name, (data, expected) in cases.items():
+        recipe = {"name": "bad-data", "data": data, "model": {"name": "MLP"},
+                  "train": {"monitor": "train/loss", "device": "cpu"}}
+        code, out, err = run_cli(["train", str(write(tmp_path, recipe)), "--runs-dir", str(tmp_path / "runs")], capsys)
+        assert code == 2, (name, err)
+        assert "Traceback" not in err
+        for text in expected:
+            assert text in err, (name, text, err)
+        assert not (tmp_path / "runs").exists(), name
+
+
 def test_validate_reports_each_file(tmp_path, capsys):
     good = write(tmp_path, tiny_recipe(), "good.yaml")
     bad = write(tmp_path, tiny_recipe(train={"monitor": "valid/f1"}), "bad.yaml")
