@@ -578,3 +578,116 @@ def data_preview(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path, co
         names = spec.class_names or []
         preview.labels = [names[label] if label < len(names) else str(label) for label in labels.tolist()]
     return preview
+
+
+# ----------------------------------------------------------------------------------- runs after training
+
+
+@dataclass
+class LoadedRun:
+    """A run folder ready for evaluation or prediction: its recipe checked against its data (the
+    preprocessing rebuilt exactly as training did), and its model with a checkpoint's weights."""
+
+    folder: Path
+    checked: Checked
+    model: torch.nn.Module
+    checkpoint: Path
+    kind: str  # best | last
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.checked.recipe
+
+
+def load_run(folder: str | Path, checkpoint: str = "best") -> LoadedRun:
+    """Load ``folder``'s resolved recipe, data and the ``checkpoint`` (best | last) weights."""
+    folder = Path(folder)
+    if checkpoint not in ("best", "last"):
+        raise TrainlabError(f"unknown checkpoint '{checkpoint}': expected best or last")
+    if not folder.is_dir():
+        raise TrainlabError(f"run folder '{folder}' does not exist. Give the folder that `trainlab train` printed")
+    if not (folder / runs.RECIPE_FILE).is_file():
+        raise TrainlabError(f"'{folder}' is not a trainlab run folder: it has no {runs.RECIPE_FILE}")
+    found = checkpoints.find_checkpoint(folder / "checkpoints", checkpoint)
+    if found is None:
+        other = "last" if checkpoint == "best" else "best"
+        has_other = checkpoints.find_checkpoint(folder / "checkpoints", other) is not None
+        raise TrainlabError(
+            f"run '{folder}' has no complete checkpoints/{checkpoint}"
+            + (f"; use --checkpoint {other}" if has_other else ": it stopped before its first checkpoint. "
+               "Train it again, or resume it with `trainlab resume`"))
+    checkpoints.read_meta(found)  # verifies the files' SHA-256
+    checked = check(folder / runs.RECIPE_FILE)
+    model = checked.model
+    checkpoints.load_weights(found, model)
+    model.eval()
+    return LoadedRun(folder, checked, model, found, checkpoint)
+
+
+MAX_KEPT_IMAGE_BYTES = 256 << 20  # images kept for pictures of the mistakes, at most
+
+
+def collect_predictions(run: LoadedRun, split: str = "valid", tta: str | None = None) -> Any:
+    """The model's :class:`~trainlab.evaluate.predictions.Predictions` on a split. Classification
+    keeps per-class probabilities; with ``tta`` (fivecrop | tencrop | hflip, image data) the views
+    of each sample are folded into the batch and their probabilities averaged. Regression values are
+    in the original target units (a target transform undone)."""
+    from trainlab.evaluate.predictions import Predictions
+
+    data, spec, recipe = run.checked.data, run.checked.spec, run.recipe
+    loader = data.loader(split)
+    if loader is None:
+        available = ", ".join(name for name in ("train", "valid", "test") if data.loader(name) is not None)
+        raise TrainlabError(f"the run's data have no {split} split (it has: {available}). Choose one of those "
+                            "with --split, or give the recipe a test split (data.split.test or test files)")
+    if spec.task not in ("classification", "regression"):
+        raise TrainlabError(f"evaluation covers classification and regression; this run's task is {spec.task}")
+    criterion = build_loss(recipe.loss, spec)
+    contract = criterion.contract
+    device = choose_device(recipe.train.device)
+    model = run.model.to(device).eval()
+    if tta is not None:
+        if spec.task != "classification":
+            raise TrainlabError("test-time augmentation averages class probabilities: it needs a classification run")
+        from trainlab.data.images import tta_loader
+
+        batches: Any = tta_loader(data, split, tta)
+    else:
+        loader.set_epoch(0)
+        batches = loader
+    keep_images = len(spec.input_shape) == 3 and spec.input_dtype.is_floating_point and \
+        4 * math.prod(spec.input_shape) * loader.num_samples <= MAX_KEPT_IMAGE_BYTES
+    targets, predicted, probabilities, images = [], [], [], []
+    with torch.no_grad():
+        for inputs, target in batches:
+            inputs = inputs.to(device)
+            if tta is not None:  # (B, V, C, H, W): views folded into the batch, probabilities averaged
+                count, views = inputs.shape[:2]
+                outputs = model(inputs.flatten(0, 1)).float()
+                chances = contract.class_probabilities(outputs).view(count, views, -1).mean(1)
+                probabilities.append(chances.cpu())
+                predicted.append(chances.argmax(1).cpu())
+                inputs = inputs[:, 0]  # the first view (the image itself) for pictures
+            else:
+                outputs = model(inputs).float()
+                if spec.task == "classification":
+                    probabilities.append(contract.class_probabilities(outputs).cpu())
+                    predicted.append(contract.predicted_classes(outputs).cpu())
+                else:
+                    predicted.append(contract.predicted_values(criterion, outputs, target.to(device)).float().cpu())
+            targets.append(target.cpu())
+            if keep_images:
+                images.append(inputs.detach().float().cpu())
+    truth, guess = torch.cat(targets), torch.cat(predicted)
+    if spec.task == "regression":
+        truth, guess = truth.float().reshape(len(truth), -1), guess.reshape(len(guess), -1)
+        inverse = getattr(data.preprocessor, "inverse_target", None)
+        if inverse is not None:  # back to the original units
+            truth, guess = inverse(truth), inverse(guess)
+    shown = None
+    if images:
+        from trainlab.data.transforms import inverse_normalize
+
+        shown = inverse_normalize(torch.cat(images), spec.normalization)
+    return Predictions(spec.task, truth, guess, torch.cat(probabilities) if probabilities else None,
+                       list(spec.class_names) if spec.class_names else None, None, shown)

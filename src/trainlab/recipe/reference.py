@@ -16,6 +16,7 @@ from trainlab.recipe.schema import (
     CsvData,
     DigitsData,
     EarlyStopping,
+    EvaluateConfig,
     IdxData,
     ImagesData,
     Impute,
@@ -59,6 +60,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("train", TrainConfig),
     ("train.early_stopping", EarlyStopping),
     ("log", LogConfig),
+    ("evaluate", EvaluateConfig),
 ]
 
 

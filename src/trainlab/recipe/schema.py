@@ -459,6 +459,28 @@ class LogConfig(Section):
     progress: Literal["auto", "bar", "plain", "none"] = Field(
         "auto", description="auto: a rich progress bar on a terminal, plain lines otherwise."
     )
+    histograms: int | None = Field(
+        None, ge=1, description="TensorBoard: weight and gradient histograms every this many epochs."
+    )
+    graph: bool = Field(True, description="TensorBoard: the model graph (add_graph; a failure is logged, not fatal).")
+    images: bool = Field(True, description="TensorBoard: a grid of the first training batch (image data).")
+    embeddings: bool = Field(
+        False, description="TensorBoard: the embedding projector for penultimate-layer features of the "
+        "validation set, with labels (and thumbnails for images), at the end of training."
+    )
+    hparams: bool = Field(True, description="TensorBoard: the recipe's hyperparameters with the final metrics.")
+    report: bool = Field(True, description="Write report.html at the end of training and of evaluate.")
+
+
+class EvaluateConfig(Section):
+    """What ``trainlab evaluate`` (and validation during training) measures."""
+
+    metrics: list[str] | None = Field(
+        None, description="Metric names; default per task: classification accuracy, top_k_accuracy, precision, "
+        "recall, f1 (macro and weighted, and per class), confusion_matrix, roc_auc, average_precision; regression "
+        "mse, rmse, mae, r2 (and rmsle for positive targets)."
+    )
+    top_k: int = Field(5, ge=1, description="k of top_k_accuracy.")
 
 
 class Recipe(Section):
@@ -473,3 +495,4 @@ class Recipe(Section):
     schedule: ScheduleConfig | None = Field(None, description="A torch.optim.lr_scheduler schedule; none: a constant lr.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Epochs, accumulation, precision, checkpoints.")
     log: LogConfig = Field(default_factory=LogConfig, description="TensorBoard, plots and the progress display.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation metrics.")

@@ -359,6 +359,23 @@ class Contract:
     def predicted_values(self, criterion: "Criterion", output: Tensor, target: Tensor) -> Tensor:
         return _as_target(criterion.name, output, target)
 
+    def class_probabilities(self, output: Tensor) -> Tensor:
+        """Per-class probabilities (rows sum to 1) from the model's output, ordered as
+        :meth:`predicted_classes` orders the classes: softmax of logits, exp of log-probabilities,
+        probabilities renormalised; sigmoids renormalised for one-vs-rest logits (BCE-style)."""
+        scores = output.detach().reshape(output.shape[0], -1).float()
+        if self.prediction == "argmin":
+            scores = -scores
+        if self.activation == "log_probabilities":
+            return scores.exp() / scores.exp().sum(1, keepdim=True).clamp_min(1e-12)
+        if self.activation == "probabilities":
+            positive = scores.clamp_min(0.0)
+            return positive / positive.sum(1, keepdim=True).clamp_min(1e-12)
+        if self.activation == "logits" and isinstance(self, OneHotContract):
+            sigmoid = scores.sigmoid()
+            return sigmoid / sigmoid.sum(1, keepdim=True).clamp_min(1e-12)
+        return scores.softmax(1)
+
 
 def _scores(name: str, output: Tensor, width: int) -> Tensor:
     scores = output if output.dim() == 2 else output.reshape(output.shape[0], -1)  # (B, C); no view node when 2-D
