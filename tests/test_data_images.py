@@ -217,7 +217,8 @@ def test_normalize_dataset_is_the_training_mean_and_std_written_into_the_config(
     mean, std = pixels.double().mean(dim=(0, 2, 3)), pixels.double().std(dim=(0, 2, 3), unbiased=False)
     assert bundle.spec.normalization["mean"] == pytest.approx(mean.tolist(), abs=1e-6)
     assert bundle.spec.normalization["std"] == pytest.approx(std.tolist(), abs=1e-6)
-    written = {"Normalize": bundle.spec.normalization}
+    assert bundle.spec.normalization["preset"] == "dataset"  # recorded in data.json
+    written = {"Normalize": {key: bundle.spec.normalization[key] for key in ("mean", "std")}}
     assert bundle.config.transforms.train[-1] == written and bundle.config.transforms.eval[-1] == written
     assert bundle.config.transforms.eval[0] == {"Resize": {"size": [8, 8]}}
     served = torch.cat([x for x, _ in bundle.train]).double()

@@ -111,7 +111,7 @@ def test_token_ids_in_every_format(tmp_path):
     rows = bundle.train.inputs.tolist()
     assert rows[0] == rows[1] == rows[2] == [2, 45, 4, 68]  # a given id t is stored as t + 2
     assert rows[3] == [0, 0, 0, 0] and rows[4] == [7, 0, 0, 0] and rows[5] == [5, 3, 0, 0]
-    assert bundle.spec.vocab_size == 67 + 2 and bundle.config.vocab_size == 67  # largest id 66
+    assert bundle.spec.vocab_size == 67 + 2 and bundle.config.vocab_size is None  # largest id 66; stays inferred
     assert bundle.spec.input_shape == (4,) and bundle.spec.padding_idx == 0
     assert bundle.preprocessor.encode(["66 67 1000", "[2]"]).tolist() == [[68, 1, 1, 0], [4, 0, 0, 0]]
     assert "1 text is missing or empty" in " ".join(bundle.notes)

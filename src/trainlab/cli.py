@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.table import Table
+
+from trainlab.recipe.errors import TrainlabError
 
 app = typer.Typer(
     name="trainlab",
@@ -28,6 +31,19 @@ recipes_app = typer.Typer(help="List the shipped recipes, or copy one to edit.",
 app.add_typer(recipes_app, name="recipes")
 data_app = typer.Typer(help="Look at a recipe's data before training.")
 app.add_typer(data_app, name="data")
+
+
+class _RunsGroup(TyperGroup):
+    """`trainlab runs [DIR]` lists runs; anything that is not a subcommand goes to `list`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("--help", "-h")):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+runs_app = typer.Typer(cls=_RunsGroup, help="List the runs of a runs folder, or compare runs.")
+app.add_typer(runs_app, name="runs")
 
 out = Console()
 err = Console(stderr=True)
@@ -239,6 +255,99 @@ def lr_find_command(
     print(folder / "lr_find.png")
 
 
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `trainlab train`."),
+    split: str = typer.Option("valid", "--split", help="valid | test | train."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best | last."),
+    tta: Optional[str] = typer.Option(None, "--tta", help="Test-time augmentation: fivecrop | tencrop | hflip."),
+) -> None:
+    """Metrics of a run's checkpoint on a split: a table, eval/<split>.json, plots, and the report."""
+    from trainlab.pipeline import evaluate_run
+
+    if split not in ("train", "valid", "test"):
+        raise TrainlabError(f"--split {split}: expected train, valid or test")
+    evaluation = evaluate_run(run_dir, split=split, checkpoint=checkpoint, tta=tta)
+    result = evaluation.result
+    title = f"{split} split, checkpoint {checkpoint}" + (f", TTA {tta}" if tta else "")
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.scalars.items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(table)
+    if result.per_class and len(result.per_class) <= 30:
+        classes = Table(title="per class")
+        fields = [field for field in ("precision", "recall", "f1", "support") if any(
+            field in row for row in result.per_class.values())]
+        classes.add_column("class")
+        for field in fields:
+            classes.add_column(field, justify="right")
+        for name, row in result.per_class.items():
+            classes.add_row(name, *(f"{row[field]:.4g}" if field in row else "" for field in fields))
+        out.print(classes)
+    for note in result.notes:
+        _note(note)
+    print(evaluation.path)
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `trainlab train`."),
+    input_path: Path = typer.Argument(..., help="An image folder or file list, a CSV, or a text CSV/TSV."),
+    out_file: Path = typer.Option(Path("predictions.csv"), "--out", help="The CSV to write."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best | last."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Output columns in order, e.g. id,label or "
+                                          "PassengerId=id,Survived=label (a submission layout)."),
+    probabilities: bool = typer.Option(False, "--probabilities", help="Add a p_<class> column per class."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Inputs per forward pass."),
+) -> None:
+    """Predictions for new inputs through the run's saved preprocessing: id, label (or value), probabilities."""
+    from trainlab.inference import predict as predict_inputs
+
+    print(predict_inputs(run_dir, input_path, out_file, checkpoint=checkpoint, columns=columns,
+                         probabilities=probabilities, batch_size=batch_size))
+
+
+@app.command()
+def refit(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `trainlab train`."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="The exact run folder of the refit."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go when --out is not given."),
+    progress: Optional[str] = typer.Option(None, help="auto | bar | plain | none."),
+) -> None:
+    """Train the run's recipe again on train + valid for its best epoch count, as a new run."""
+    from trainlab.inference import refit as refit_run
+
+    _finish(refit_run(run_dir, out=out_dir, root=runs_dir, progress=progress))
+
+
+@app.command()
+def baseline(
+    target: str = typer.Argument(..., help="A csv or text recipe (or shipped recipe name), or a run folder."),
+    split: str = typer.Option("test", "--split", help="test (valid when there is none) | valid | train."),
+) -> None:
+    """scikit-learn references on the same split with the same metrics; a run folder gets baseline.json."""
+    from trainlab.inference import baseline as run_baseline
+
+    source: Any = Path(target) if Path(target).is_dir() else _recipe_path(target)
+    result = run_baseline(source, split=split)
+    names = list(result.models)
+    table = Table(title=f"scikit-learn baselines on the {result.split} split")
+    table.add_column("metric")
+    for name in names:
+        table.add_column(name, justify="right")
+    metrics = list(dict.fromkeys(metric for model in result.models.values() for metric in model.scalars))
+    for metric in metrics:
+        table.add_row(metric, *(f"{result.models[name].scalars[metric]:.4f}" if metric in result.models[name].scalars
+                                else "" for name in names))
+    out.print(table)
+    if result.note:
+        _note(result.note)
+    if isinstance(source, Path) and source.is_dir():
+        print(source / "baseline.json")
+
+
 @data_app.command("show")
 def data_show(
     recipe: str = typer.Argument(..., help="Recipe file (or a shipped recipe name)."),
@@ -275,6 +384,32 @@ def data_show(
     target = plot or Path(f"{preview.recipe.name}-samples.png")
     plot_samples(preview.images, preview.labels, target, title=f"{preview.recipe.name}: training samples as the first epoch serves them")
     print(target)
+
+
+@runs_app.command("list")
+def runs_list(runs_dir: Path = typer.Argument(Path("runs"), help="The runs folder.")) -> None:
+    """Every run under the runs folder, newest first (from its index.sqlite, kept up to date)."""
+    from trainlab.runindex import list_runs, runs_table
+
+    rows = list_runs(runs_dir)
+    out.print(runs_table(rows) if rows else f"no runs in {runs_dir}")
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders."),
+    plot: Path = typer.Option(Path("compare.png"), "--plot", help="PNG of the overlaid curves."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Final and best metrics of runs side by side, and their curves overlaid in one PNG."""
+    from trainlab.evaluate.compare import compare_runs, compare_table
+
+    result = compare_runs(run_dirs, plot)
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    out.print(compare_table(result))
+    print(result.plot)
 
 
 def _describe(path: Path) -> str:

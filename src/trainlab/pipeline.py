@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import copy
 import math
 import os
 import random
 import shutil
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -197,6 +199,7 @@ def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checke
     has_valid = data.valid is not None
     problems += _train_problems(config, metric_keys(config, metric_names, has_valid) if metric_names is not None
                                 else None, has_valid)
+    problems += _metric_problems(config, spec)
     if problems:
         raise RecipeError(f"{loaded.origin} is not a valid recipe", loaded.locate(problems))
     assert model is not None
@@ -380,8 +383,10 @@ def _execute(
     model: torch.nn.Module,
     resume_state: dict[str, Any] | None,
     progress: str | None,
+    index_root: Path | None = None,
 ) -> Run:
-    """Build the training objects, run :func:`fit` and keep the run folder's files current."""
+    """Build the training objects, run :func:`fit` and keep the run folder's files current: status,
+    metrics, checkpoints, plots, the validation evaluation, report.html and the run index."""
     device, precision, criterion, optimizer = _training_objects(recipe, data, model)
     schedule = build_schedule(recipe.schedule, optimizer, schedule_context(recipe, data, criterion.metric_names))
 
@@ -390,13 +395,20 @@ def _execute(
     start_step = resume_state["loop"]["step"] if resume_state else 0
     callbacks: list[Any] = [metrics]
     if recipe.log.tensorboard:
-        callbacks.append(TensorBoardLogger(folder / "tensorboard", purge_step=start_step if resume_state else None))
+        log = recipe.log
+        callbacks.append(TensorBoardLogger(
+            folder / "tensorboard", resume_step=start_step if resume_state else None, model=model, data=data,
+            histograms=log.histograms, graph=log.graph, images=log.images, embeddings=log.embeddings,
+            hparams=recipe_dump(recipe) if log.hparams else None, monitor=recipe.train.monitor,
+        ))
     callbacks.append(Progress(progress or recipe.log.progress, recipe.train.epochs))
     digest = recipe_hash(recipe)
 
     checkpointer = _Checkpointer(folder, metrics, digest, recipe.name)
 
-    runs.write_status(folder, "running", device=str(device), precision=precision.name)
+    runs.write_status(folder, "running", device=str(device), precision=precision.name, pid=os.getpid(),
+                      host=socket.gethostname())
+    _index(folder, index_root)
     try:
         result = fit(
             model, criterion, optimizer, data, recipe.train, precision, schedule,
@@ -413,6 +425,7 @@ def _execute(
             runs.write_status(folder, "interrupted")
         else:
             runs.write_status(folder, "failed", error=f"{type(error).__name__}: {error}")
+        _record(folder, recipe, index_root)
         raise
     status = result.state.status
     runs.write_status(
@@ -424,7 +437,39 @@ def _execute(
         from trainlab.evaluate.plots import plot_curves  # matplotlib loads only here
 
         plot_curves(metrics.records, folder / "plots" / "curves.png", title=recipe.name)
+        if data.valid is not None and data.spec.task in ("classification", "regression"):
+            _evaluate(_trained_run(folder, recipe, data, model), "valid", None, report=False)
+    _record(folder, recipe, index_root)
     return Run(folder, recipe, model, metrics.records, status, result)
+
+
+def _index(folder: Path, index_root: Path | None) -> None:
+    """Add or update the run in its runs folder's index (a convenience: it never fails a run)."""
+    if index_root is not None:
+        from trainlab.runindex import update_run
+
+        update_run(folder, index_root)  # None when the index cannot be written
+
+
+def _record(folder: Path, recipe: Recipe, index_root: Path | None) -> None:
+    """report.html and the run index after training ended, however it ended."""
+    if recipe.log.report:
+        from trainlab.evaluate.report import write_report
+
+        write_report(folder)
+    _index(folder, index_root)
+
+
+def _trained_run(folder: Path, recipe: Recipe, data: DataBundle, model: torch.nn.Module) -> "LoadedRun":
+    """The run just trained, with its best checkpoint's weights (else the last) in a copy of the model."""
+    kind = "best" if checkpoints.find_checkpoint(folder / "checkpoints", "best") else "last"
+    found = checkpoints.find_checkpoint(folder / "checkpoints", kind)
+    evaluated = copy.deepcopy(model)
+    if found is not None:
+        checkpoints.load_weights(found, evaluated)
+    evaluated.eval()
+    return LoadedRun(folder, Checked(recipe, data, evaluated, torch.get_rng_state()), evaluated,
+                     found or folder / "checkpoints", kind)
 
 
 def train(
@@ -444,6 +489,7 @@ def train(
     seed_everything(config.seed)
     torch.set_rng_state(checked.rng_after_build)
     found = None
+    index_root = Path(root) if out is None else None
     if config.optimizer.lr == "auto":  # the range test leaves model, optimizer and every RNG as they were
         found = _range_test(config, data, checked.model, config.optimizer.lr_find or LRFind())
         config = config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"lr": found.lr})})
@@ -456,7 +502,7 @@ def train(
     checkpoints.write_json_atomic(folder / runs.ENV_FILE, runs.environment(device, config.train.precision))
     checkpoints.write_json_atomic(folder / runs.DATA_FILE, _data_description(data))
     _write_preprocessing(folder, data)
-    return _execute(folder, resolved, data.spec, data, checked.model, None, progress)
+    return _execute(folder, resolved, data.spec, data, checked.model, None, progress, index_root)
 
 
 RESUMABLE_OVERRIDES = ("train.", "log.")
@@ -506,7 +552,8 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
     if overrides:
         runs.write_recipe(folder, recipe_dump(resolved))
     truncate_records(folder / runs.METRICS_FILE, int(meta.get("records", 0)))
-    return _execute(folder, resolved, data.spec, data, model, state, progress)
+    index_root = folder.parent.parent if (folder.parent.parent / "index.sqlite").exists() else None
+    return _execute(folder, resolved, data.spec, data, model, state, progress, index_root)
 
 
 @dataclass
@@ -691,3 +738,58 @@ def collect_predictions(run: LoadedRun, split: str = "valid", tta: str | None = 
         shown = inverse_normalize(torch.cat(images), spec.normalization)
     return Predictions(spec.task, truth, guess, torch.cat(probabilities) if probabilities else None,
                        list(spec.class_names) if spec.class_names else None, None, shown)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+EVAL_DIR = "eval"
+
+
+@dataclass
+class Evaluation:
+    """What ``trainlab evaluate`` measured on one split, and where it wrote it."""
+
+    folder: Path
+    split: str
+    checkpoint: str
+    tta: str | None
+    result: Any  # trainlab.evaluate.metrics.EvalResult
+    figures: dict[str, Path]
+    path: Path  # eval/<split>.json
+
+
+def _metric_problems(recipe: Recipe, spec: DataSpec) -> list[Problem]:
+    if recipe.evaluate.metrics is None or spec.task not in ("classification", "regression"):
+        return []
+    from trainlab.evaluate.metrics import check_metrics
+
+    return check_metrics(recipe.evaluate.metrics, spec.task, spec.num_classes, recipe.evaluate.top_k)
+
+
+def evaluate_run(folder: str | Path, split: str = "valid", checkpoint: str = "best", tta: str | None = None,
+                 report: bool = True) -> Evaluation:
+    """Metrics (``evaluate.metrics``, defaults per task) of a run's checkpoint on a split, written to
+    ``eval/<split>[-<tta>].json`` with their plots under ``plots/``; the report is rewritten."""
+    return _evaluate(load_run(folder, checkpoint), split, tta, report)
+
+
+def _evaluate(run: LoadedRun, split: str, tta: str | None, report: bool) -> Evaluation:
+    from trainlab.evaluate.figures import write_figures
+    from trainlab.evaluate.metrics import compute_metrics
+
+    folder, checkpoint = run.folder, run.kind
+    predictions = collect_predictions(run, split, tta)
+    settings = run.recipe.evaluate
+    result = compute_metrics(predictions, settings.metrics, settings.top_k)
+    name = split if tta is None else f"{split}-{tta}"
+    figures = write_figures(predictions, result, folder / "plots", prefix=name)
+    payload = {"split": split, "checkpoint": checkpoint, "tta": tta, "samples": len(predictions),
+               **result.to_json(), "figures": {kind: str(path.relative_to(folder)) for kind, path in figures.items()}}
+    path = folder / EVAL_DIR / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    checkpoints.write_json_atomic(path, payload)
+    if report and run.recipe.log.report:
+        from trainlab.evaluate.report import write_report
+
+        write_report(folder)
+    return Evaluation(folder, split, checkpoint, tta, result, figures, path)

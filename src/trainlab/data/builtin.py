@@ -15,6 +15,12 @@ from trainlab.recipe.schema import DigitsData, SyntheticData
 DIGIT_NAMES = [str(digit) for digit in range(10)]
 
 
+def held_valid(config: DigitsData | SyntheticData) -> float:
+    """The validation fraction held out: none with ``data.merge_valid`` (the test split, drawn first,
+    stays the same rows), so statistics such as the digits' mean/std cover train + valid."""
+    return 0.0 if config.merge_valid else config.split.valid
+
+
 def digits_spec(config: DigitsData, seed: int) -> DataSpec:
     """The digits' shape without loading them: 10 classes of 1xHxW images."""
     height, width = config.resize or (8, 8)
@@ -36,7 +42,7 @@ def load_digits(config: DigitsData, seed: int) -> DataBundle:
     labels = torch.from_numpy(digits.target).long()  # (N,)
     if config.resize:
         images = F.interpolate(images, size=tuple(config.resize), mode="bilinear", align_corners=False)
-    splits = split_tensors(images, labels, config.split.valid, config.split.test, seed, stratify=True)
+    splits = split_tensors(images, labels, held_valid(config), config.split.test, seed, stratify=True)
     spec = digits_spec(config, seed)
     if config.normalize:
         train_images = splits["train"][0]
@@ -89,5 +95,5 @@ def load_synthetic(config: SyntheticData, seed: int) -> DataBundle:
         targets = 1 + raw.long() % (config.num_classes - 1)  # (N, S)
     spec = synthetic_spec(config, seed)
     stratify = config.task == "classification"
-    splits = split_tensors(inputs, targets, config.split.valid, config.split.test, seed, stratify=stratify)
+    splits = split_tensors(inputs, targets, held_valid(config), config.split.test, seed, stratify=stratify)
     return bundle_from_tensors(config, spec, splits, seed)

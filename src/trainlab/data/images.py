@@ -7,6 +7,10 @@ Layouts (class names are the sorted folder names of the training images):
   ``test/`` a test split by ``split.test``), seeded and stratified;
 - ``path/<class>/*``, split by ``split:`` the same way.
 
+With ``data.merge_valid: true`` the validation images train too: a ``split.valid`` fraction is not
+held out, and a ``valid/`` folder's images join the training split; the test split is the same
+images either way (the test split is drawn first).
+
 Files are found recursively inside each class folder, by suffix (``extensions``, case-insensitive),
 in sorted order; hidden files and folders are left out, and so are files with other suffixes
 (counted in the notes).
@@ -327,21 +331,37 @@ def _inspect_all(files: list[Path]) -> list[tuple[tuple[int, int], bool] | str]:
 
 
 def split_positions(folders: list[str], labels: torch.Tensor, valid: float, test: float,
-                    seed: int) -> dict[str, torch.Tensor]:
+                    seed: int, merge_valid: bool = False) -> dict[str, torch.Tensor]:
     """Positions of each split's files: a split folder gives its own files; splits without a folder
-    are held out of the training files by ``valid`` / ``test`` (stratified, seeded)."""
+    are held out of the training files by ``valid`` / ``test`` (stratified, seeded). With
+    ``merge_valid`` nothing is held out for validation and a ``valid`` folder's files train too."""
     folder = torch.tensor([SPLITS.index(name) if name in SPLITS else -1 for name in folders])  # (N,)
+    valid = 0.0 if merge_valid else valid
     if (folder == -1).all():  # one folder of classes
         return split_indices(labels, valid, test, seed, stratify=True)
     train = (folder == 0).nonzero().flatten()
     has_valid, has_test = bool((folder == 1).any()), bool((folder == 2).any())
     parts = split_indices(labels[train], 0.0 if has_valid else valid, 0.0 if has_test else test, seed, stratify=True)
     result = {name: train[index] for name, index in parts.items()}
-    if has_valid:
+    if has_valid and merge_valid:
+        result["train"] = torch.cat([result["train"], (folder == 1).nonzero().flatten()]).sort().values
+    elif has_valid:
         result["valid"] = (folder == 1).nonzero().flatten()
     if has_test:
         result["test"] = (folder == 2).nonzero().flatten()
     return result
+
+
+def merge_valid_source(splits: dict[str, SplitSource]) -> dict[str, SplitSource]:
+    """``splits`` with the ``valid`` split's images appended to the training split's (``data.merge_valid``)."""
+    train, valid = splits["train"], splits["valid"]
+    targets = torch.cat([train.targets, valid.targets])
+    if train.images is not None and valid.images is not None:
+        merged = SplitSource(targets, images=torch.cat([train.images, valid.images]))
+    else:
+        assert train.files is not None and valid.files is not None, "both splits are cached, or both are files"
+        merged = SplitSource(targets, files=train.files + valid.files)
+    return {name: merged if name == "train" else source for name, source in splits.items() if name != "valid"}
 
 
 # ----------------------------------------------------------------------------------- the uint8 cache
@@ -645,6 +665,10 @@ def image_bundle(config: Any, pipelines: ImagePipelines, splits: dict[str, Split
             "data.loader", "loader: memory serves images from the in-memory cache, but the images are decoded "
             "every epoch here", config.loader, hint="Set data.cache: memory (with a Resize first in both "
             "pipelines if the images differ in size) or data.loader: auto.")])
+    if getattr(config, "merge_valid", False) and "valid" in splits:  # sources that hold validation out themselves
+        notes.append(f"data.merge_valid: the {len(splits['valid'].targets):,} validation images join the "
+                     f"{len(splits['train'].targets):,} training images; there is no validation split")
+        splits = merge_valid_source(splits)
     prefix = BatchPipeline(pipelines.prefix)
     problems = resolve_imagenet(pipelines.eval, sample)
     if pipelines.train.key != pipelines.eval.key:
@@ -748,7 +772,14 @@ def load_images(config: ImagesData, seed: int) -> DataBundle:
     if skipped:
         notes.append(skipped)
     labels = torch.tensor(scan.labels, dtype=torch.long)  # (N,)
-    positions = split_positions(scan.folders, labels, config.split.valid, config.split.test, seed)
+    merge = bool(getattr(config, "merge_valid", False))
+    positions = split_positions(scan.folders, labels, config.split.valid, config.split.test, seed, merge)
+    if merge and "valid" in scan.folders:
+        notes.append("data.merge_valid: the validation folder's images join the training split; there is no "
+                     "validation split")
+    elif merge and config.split.valid > 0:
+        notes.append(f"data.merge_valid: the split.valid fraction ({config.split.valid}) is not held out: those "
+                     "images train too, and there is no validation split")
     splits = {}
     for name in SPLITS:
         if name in positions:

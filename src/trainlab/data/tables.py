@@ -4,6 +4,10 @@ the file, row and column.
 
 Row numbers in messages are the file's line numbers (the header is line 1), so a user can open the
 file at that line.
+
+``data.merge_valid: true`` trains on the validation rows too: a ``split.valid`` fraction is not held
+out of a single file, and the rows of a ``valid`` file follow the training rows. The test split is
+the same rows either way (:func:`~trainlab.data.splits.split_indices` draws it first).
 """
 
 from __future__ import annotations
@@ -26,15 +30,22 @@ SPLITS = ("train", "valid", "test")
 class Tables:
     """The rows of each split (pandas DataFrames, original row order) and the file each came from.
 
-    ``lines[split]`` holds each row's line number in its file, for messages."""
+    ``lines[split]`` holds each row's line number in its file, for messages. ``appended[split]`` is
+    ``(position, file)`` when the rows from ``position`` on came from another file (the ``valid``
+    file's rows joining the training split with ``data.merge_valid``); ``files`` still names that
+    file under its own split."""
 
     frames: dict[str, Any]
     files: dict[str, Path]
     lines: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    appended: dict[str, tuple[int, Path]] = field(default_factory=dict)
 
     def where(self, split: str, position: int) -> str:
-        return f"{self.files[split].name} line {self.lines[split][position]}"
+        file = self.files[split]
+        if split in self.appended and position >= self.appended[split][0]:
+            file = self.appended[split][1]
+        return f"{file.name} line {self.lines[split][position]}"
 
 
 def read_table(path: Path, sep: str | None, key: str) -> Any:
@@ -150,24 +161,47 @@ def read_tables(config: Any, columns: dict[str, str | list[str] | None]) -> Tabl
 
 def hold_out(tables: Tables, config: Any, seed: int, stratify: bool) -> Tables:
     """Split ``split.valid`` / ``split.test`` of the training rows into the splits that have no file
-    of their own, seeded, stratified on ``config.target`` when ``stratify``."""
+    of their own, seeded, stratified on ``config.target`` when ``stratify``. With
+    ``data.merge_valid`` there is no validation split: its rows stay in (or join) the training split."""
+    merge = bool(getattr(config, "merge_valid", False))
+    held = {"valid": config.split.valid if "valid" not in tables.frames and not merge else 0.0,
+            "test": config.split.test if "test" not in tables.frames else 0.0}
+    if held["valid"] > 0 or held["test"] > 0:
+        _split_rows(tables, config, seed, stratify, held["valid"], held["test"])
+    if merge and "valid" in tables.frames:
+        merge_valid_rows(tables)
+    elif merge and "valid" not in tables.files and config.split.valid > 0:
+        tables.notes.append(f"data.merge_valid: the split.valid fraction ({config.split.valid}) is not held out: "
+                            "those rows train too, and there is no validation split")
+    return tables
+
+
+def merge_valid_rows(tables: Tables) -> None:
+    """Append the ``valid`` file's rows to the training split (``data.merge_valid``); no valid split remains."""
     import pandas as pd
 
-    held = {"valid": config.split.valid if "valid" not in tables.frames else 0.0,
-            "test": config.split.test if "test" not in tables.frames else 0.0}
-    if held["valid"] <= 0 and held["test"] <= 0:
-        return tables
+    train, valid = tables.frames["train"], tables.frames.pop("valid")
+    tables.appended["train"] = (len(train), tables.files["valid"])
+    tables.frames["train"] = pd.concat([train, valid], ignore_index=True)
+    tables.lines["train"] = tables.lines["train"] + tables.lines.pop("valid")
+    tables.notes.append(f"data.merge_valid: the {len(valid):,} rows of {tables.files['valid'].name} join the "
+                        f"{len(train):,} training rows; there is no validation split")
+
+
+def _split_rows(tables: Tables, config: Any, seed: int, stratify: bool, valid: float, test: float) -> None:
+    """Move ``valid`` / ``test`` fractions of the training rows into those splits (seeded, stratified)."""
+    import pandas as pd
+
     frame, file, lines = tables.frames["train"], tables.files["train"], list(tables.lines["train"])
     if stratify:
         codes = torch.from_numpy(pd.factorize(frame[config.target].astype(str))[0].astype("int64"))
     else:
         codes = torch.zeros(len(frame), dtype=torch.int64)
-    for split, index in split_indices(codes, held["valid"], held["test"], seed, stratify=stratify).items():
+    for split, index in split_indices(codes, valid, test, seed, stratify=stratify).items():
         positions = index.tolist()
         tables.frames[split] = frame.iloc[positions].reset_index(drop=True)
         tables.files[split] = file
         tables.lines[split] = [lines[p] for p in positions]
-    return tables
 
 
 def load_tables(config: Any, seed: int, stratify: bool, columns: dict[str, str | list[str] | None]) -> Tables:

@@ -60,14 +60,18 @@ class Rows:
 
     source: str = "the table"
     lines: Sequence[int] | None = None
+    appended: tuple[int, str] | None = None  # (first position, file name) of rows appended from another file
 
     @classmethod
     def of(cls, tables: Tables, split: str) -> Rows:
-        return cls(tables.files[split].name, tables.lines[split])
+        appended = tables.appended.get(split)
+        return cls(tables.files[split].name, tables.lines[split],
+                   (appended[0], appended[1].name) if appended is not None else None)
 
     def where(self, position: int) -> str:
         line = self.lines[position] if self.lines is not None else position + 2
-        return f"{self.source} line {line}"
+        source = self.appended[1] if self.appended is not None and position >= self.appended[0] else self.source
+        return f"{source} line {line}"
 
 
 def category_text(value: Any) -> str | None:
@@ -586,7 +590,9 @@ def load_csv(config: CsvData, seed: int) -> DataBundle:
                          "set data.categorical to override")
     _raise(_column_problems(config, tables, features, categorical))
 
+    known_notes = len(tables.notes)
     tables = hold_out(tables, config, seed, stratify=task == "classification")
+    notes += tables.notes[known_notes:]  # what holding out said (data.merge_valid)
     rows = {split: Rows.of(tables, split) for split in tables.frames}
     prepared = {split: prepare_features(frame, features, categorical, config.log1p, rows[split])
                 for split, frame in tables.frames.items()}

@@ -381,7 +381,9 @@ def load_text(config: TextData, seed: int) -> DataBundle:
     if config.tokenizer == "ids":
         rows, id_limit = _encode_ids(config, tables, texts, notes)
         train_lengths = [len(row) for row in rows["train"]]
-        vocab_size, resolved_vocab = id_limit + ID_OFFSET, id_limit
+        # an inferred limit stays inferred: written into the recipe it would turn valid/test ids above the
+        # training split's largest id (unknown, id 1) into errors when the run is loaded again
+        vocab_size, resolved_vocab = id_limit + ID_OFFSET, config.vocab_size
         summary = (f"token ids: vocabulary {vocab_size:,} (ids 0..{id_limit - 1:,} stored as id + 2; "
                    f"0 pads, 1 is unknown)")
     else:

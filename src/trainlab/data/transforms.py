@@ -134,12 +134,14 @@ class Step:
     """One pipeline item: a v2 class (or ``ToTensor``) and its keyword arguments as the recipe gave them.
 
     ``path`` locates the item (``data.transforms.train[2]``); ``preset`` is ``imagenet`` or
-    ``dataset`` for a Normalize whose mean/std are not filled in yet."""
+    ``dataset`` for a Normalize whose mean/std are not filled in yet; ``filled_from`` the preset a
+    filled-in Normalize came from (recorded in the run's data.json)."""
 
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     path: str = ""
     preset: str | None = None
+    filled_from: str | None = None
 
     @property
     def random(self) -> bool:
@@ -215,11 +217,16 @@ class Pipeline:
         return next((index for index, step in enumerate(self.steps) if step.name == "Normalize"), None)
 
     @property
-    def normalization(self) -> dict[str, list[float]] | None:
-        """``{"mean": [...], "std": [...]}`` of the last Normalize step with values, or None."""
+    def normalization(self) -> dict[str, Any] | None:
+        """``{"mean": [...], "std": [...]}`` of the last Normalize step with values (and ``"preset"``
+        when a preset filled them in), or None."""
         for step in reversed(self.steps):
             if step.name == "Normalize" and step.preset is None:
-                return {"mean": _floats(step.arguments.get("mean")), "std": _floats(step.arguments.get("std"))}
+                values: dict[str, Any] = {"mean": _floats(step.arguments.get("mean")),
+                                          "std": _floats(step.arguments.get("std"))}
+                if step.filled_from:
+                    values["preset"] = step.filled_from
+                return values
         return None
 
     def presets(self) -> set[str]:
@@ -412,6 +419,7 @@ def fill_normalize(pipeline: Pipeline, preset: str, mean: list[float], std: list
         if step.preset == preset:
             step.arguments = {"mean": list(mean), "std": list(std)}
             step.preset = None
+            step.filled_from = preset
 
 
 def resolve_imagenet(pipeline: Pipeline, sample: torch.Tensor) -> list[Problem]:

@@ -63,6 +63,10 @@ class DataCommon(Section):
         "auto",
         description="memory: index-slice tensors held in memory; dataloader: torch DataLoader; auto picks.",
     )
+    merge_valid: bool = Field(
+        False, description="Train on train + valid (what `trainlab refit` sets): no validation split; the test split "
+        "stays exactly as it was."
+    )
     num_workers: int | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes (dataloader loader only); auto: suits the machine (printed)."
     )
@@ -478,7 +482,7 @@ class EvaluateConfig(Section):
     metrics: list[str] | None = Field(
         None, description="Metric names; default per task: classification accuracy, top_k_accuracy, precision, "
         "recall, f1 (macro and weighted, and per class), confusion_matrix, roc_auc, average_precision; regression "
-        "mse, rmse, mae, r2 (and rmsle for positive targets)."
+        "mse, rmse, mae, r2 (and rmsle when every target and prediction is above -1)."
     )
     top_k: int = Field(5, ge=1, description="k of top_k_accuracy.")
 

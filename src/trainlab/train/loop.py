@@ -345,9 +345,12 @@ def fit(
             loader.load_state_dict({"epoch": state.epoch, "position": state.batch, "seed": loader.seed})
             batches = len(loader)
             window_samples = 0
+            read_gradients = callbacks.wants_gradients(state.epoch + 1)  # asked once an epoch: a step tests a bool
             for batch_index, (inputs, targets) in enumerate(loader, start=state.batch):
                 inputs = inputs.to(device, non_blocking=True)  # (B, ...) 
                 targets = targets.to(device, non_blocking=True)
+                if state.samples == 0:  # a run's very first batch (never a resumed run's)
+                    callbacks.on_first_batch(inputs, targets)
                 count = inputs.shape[0]
                 window_end = batch_index % accumulate == accumulate - 1 or batch_index == batches - 1
 
@@ -394,6 +397,9 @@ def fit(
                     clip()
                     note_rates()
                     stepped = precision.step(optimizer)
+                if read_gradients and state.batch == batches:  # the epoch's last step: callbacks read the gradients
+                    callbacks.on_gradients(state.step + 1, model)
+                if not closure_optimizer:
                     optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 if stepped and schedule is not None:
@@ -448,6 +454,7 @@ def fit(
                 state.status = "finished"
             if interrupt.requested and state.status == "running":
                 state.status = "interrupted"
+            callbacks.on_epoch_end(state)
             save("last")
             if improved:
                 save("best", {"monitor": config.monitor, "value": current})
