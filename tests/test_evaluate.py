@@ -47,6 +47,16 @@ def test_evaluate_writes_metrics_plots_and_the_report(digits_run):
     assert "valid_confusion.png" in report or "data:image/png;base64" in report
 
 
+def test_validation_records_carry_the_evaluate_metrics(digits_run):
+    from trainlab.train.callbacks import read_records
+
+    valid = [record for record in read_records(digits_run / "metrics.jsonl") if record["split"] == "valid"]
+    assert len(valid) == 2
+    for record in valid:
+        assert {"loss", "accuracy", "f1_macro", "roc_auc_macro", "top_5_accuracy"} <= set(record)
+        assert 0.0 <= record["f1_macro"] <= 1.0
+
+
 def test_tta_averages_the_probabilities_of_the_views(digits_run):
     run = load_run(digits_run)
     plain = collect_predictions(run, "test")

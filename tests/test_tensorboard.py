@@ -41,14 +41,16 @@ def hparams_data(accumulator):
 
 
 def digits_recipe(**log):
-    recipe = tiny_recipe(train={"epochs": 2, "device": "cpu", "precision": "32"}, log={"tensorboard": True, **log})
+    recipe = tiny_recipe(train={"epochs": 2, "device": "cpu", "precision": "32"}, log={"tensorboard": True, **log},
+                         evaluate={"metrics": ["accuracy"]})  # validation records: the loss's own metrics only
     recipe["data"] = {"source": "sklearn-digits", "resize": [16, 16], "batch_size": 64}
     recipe["model"] = {"name": "LeNet"}
     return recipe
 
 
 def test_histograms_graph_embeddings_and_hparams_in_one_run(tmp_path):
-    recipe = tiny_recipe(log={"tensorboard": True, "histograms": 2, "embeddings": True})
+    recipe = tiny_recipe(log={"tensorboard": True, "histograms": 2, "embeddings": True},
+                         evaluate={"metrics": ["accuracy"]})  # validation records: the loss's own metrics only
     run = trainlab.train(recipe, out=tmp_path / "run")
     board = events(run.folder)
     tags = board.Tags()

@@ -45,7 +45,8 @@ class _RunsGroup(TyperGroup):
 runs_app = typer.Typer(cls=_RunsGroup, help="List the runs of a runs folder, or compare runs.")
 app.add_typer(runs_app, name="runs")
 
-out = Console()
+# Tables printed to a pipe or a file are not cut to 80 columns (a terminal keeps its own width).
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 _options = {"debug": False}
 

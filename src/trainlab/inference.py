@@ -486,6 +486,10 @@ def baseline(recipe_or_run: Any, split: str = "test") -> BaselineResult:
         from trainlab.train.checkpoint import write_json_atomic
 
         write_json_atomic(folder / BASELINE_FILE, result.to_json())
+        if recipe.log.report:  # the report shows the baselines beside the network's numbers
+            from trainlab.evaluate.report import write_report
+
+            write_report(folder)
     return result
 
 

@@ -412,7 +412,7 @@ def _execute(
     try:
         result = fit(
             model, criterion, optimizer, data, recipe.train, precision, schedule,
-            CallbackList(callbacks), checkpointer, resume_state,
+            CallbackList(callbacks), checkpointer, resume_state, _validation_metrics(recipe, data, criterion),
         )
     except BaseException as error:
         try:  # let checkpoints in flight finish: the run folder is left consistent
@@ -441,6 +441,37 @@ def _execute(
             _evaluate(_trained_run(folder, recipe, data, model), "valid", None, report=False)
     _record(folder, recipe, index_root)
     return Run(folder, recipe, model, metrics.records, status, result)
+
+
+def _validation_metrics(recipe: Recipe, data: DataBundle, criterion: Any) -> Callable[..., dict[str, float]] | None:
+    """The scalar ``evaluate`` metrics (F1, ROC AUC, RMSE in the target's own units, ...) of the whole
+    validation split, for every validation record; None when there is nothing to add."""
+    spec = data.spec
+    if data.valid is None or spec.task not in ("classification", "regression"):
+        return None
+    from trainlab.evaluate.metrics import compute_metrics
+    from trainlab.evaluate.predictions import Predictions
+
+    contract, settings = criterion.contract, recipe.evaluate
+    inverse = getattr(data.preprocessor, "inverse_target", None)
+
+    def measure(outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        if spec.task == "classification":
+            predictions = Predictions("classification", targets.cpu(), contract.predicted_classes(outputs).cpu(),
+                                      contract.class_probabilities(outputs).cpu(), spec.class_names)
+        else:
+            values = contract.predicted_values(criterion, outputs, targets).float().cpu()
+            truth = targets.float().cpu().reshape(len(targets), -1)
+            values = values.reshape(len(values), -1)
+            if inverse is not None:
+                truth, values = inverse(truth), inverse(values)
+            predictions = Predictions("regression", truth, values)
+        try:
+            return compute_metrics(predictions, settings.metrics, settings.top_k).scalars
+        except TrainlabError:  # a metric this split cannot give (e.g. rmsle of a negative value): none this time
+            return {}
+
+    return measure
 
 
 def _index(folder: Path, index_root: Path | None) -> None:

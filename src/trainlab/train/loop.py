@@ -196,13 +196,17 @@ def window_items(loader: Loader, batch_index: int, accumulate: int) -> int:
 
 @torch.inference_mode()
 def evaluate_loader(
-    model: torch.nn.Module, criterion: Any, loader: Loader, precision: Precision, device: torch.device
+    model: torch.nn.Module, criterion: Any, loader: Loader, precision: Precision, device: torch.device,
+    extra: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
 ) -> dict[str, float]:
-    """Mean loss and metrics over a whole split (one host sync at the end)."""
+    """Mean loss and metrics over a whole split (one host sync at the end). ``extra(outputs, targets)``
+    adds metrics computed on the whole split's outputs (e.g. F1, ROC AUC); they never replace the
+    loss's own."""
     was_training = model.training
     model.eval()
     meter = Meter(criterion, device)
     loader.set_epoch(0)
+    held: list[tuple[torch.Tensor, torch.Tensor]] = []
     for inputs, targets in loader:
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
@@ -210,8 +214,14 @@ def evaluate_loader(
             outputs = model(inputs)
             loss = criterion(outputs, targets)
         meter.add(loss, outputs, targets)
+        if extra is not None:
+            held.append((outputs.detach().float(), targets))
     model.train(was_training)
-    return meter.epoch()
+    values = meter.epoch()
+    if extra is not None and held:
+        more = extra(torch.cat([o for o, _ in held]), torch.cat([t for _, t in held]))
+        values.update({name: value for name, value in more.items() if name not in values})
+    return values
 
 
 class _InterruptFlag:
@@ -255,8 +265,10 @@ def fit(
     callbacks: BaseCallback | None = None,
     checkpointer: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
+    valid_metrics: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``config.epochs`` epochs (or until early stopping) and return where it ended.
+    ``valid_metrics(outputs, targets)`` adds metrics of the whole validation split to its records.
 
     ``resume`` is the ``state.pt`` of a checkpoint: the loop continues from exactly that point.
     """
@@ -429,7 +441,7 @@ def fit(
 
             validate_now = state.epoch % config.validate_every == 0 or state.epoch == config.epochs
             if validate_now and data.valid is not None:
-                last_validation = evaluate_loader(model, criterion, data.valid, precision, device)
+                last_validation = evaluate_loader(model, criterion, data.valid, precision, device, valid_metrics)
                 emit("valid", last_validation)
                 if not math.isfinite(last_validation.get("loss", 0.0)):
                     state.status = "diverged"
