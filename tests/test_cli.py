@@ -36,7 +36,8 @@ def test_train_prints_the_run_folder_and_writes_the_layout(tmp_path, capsys):
     assert folder == tmp_path / "run"
     for name in ("recipe.yaml", "env.json", "data.json", "status.json", "metrics.jsonl",
                  "checkpoints/last/model.safetensors", "checkpoints/last/state.pt", "checkpoints/last/meta.json",
-                 "checkpoints/best/model.safetensors", "plots/curves.png"):
+                 "checkpoints/best/model.safetensors", "plots/curves.png", "plots/schedule.png",
+                 "plots/valid_confusion.png", "eval/valid.json", "report.html"):
         assert (folder / name).is_file(), name
     assert any((folder / "tensorboard").iterdir())
     assert (folder / "plots/curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -437,6 +437,13 @@ def _execute(
         from trainlab.evaluate.plots import plot_curves  # matplotlib loads only here
 
         plot_curves(metrics.records, folder / "plots" / "curves.png", title=recipe.name)
+        rates = [(record["step"], record["lr"]) for record in metrics.records if "lr" in record]
+        if rates:  # the learning rate as training used it (every step for per-step schedules)
+            from trainlab.evaluate.plots import plot_schedule
+
+            steps, lrs = zip(*sorted(dict(rates).items()))
+            plot_schedule(list(steps), list(lrs), folder / "plots" / "schedule.png",
+                          title=f"{recipe.name}: learning rate", epoch_steps=steps_per_epoch(recipe, data))
         if data.valid is not None and data.spec.task in ("classification", "regression"):
             _evaluate(_trained_run(folder, recipe, data, model), "valid", None, report=False)
     _record(folder, recipe, index_root)

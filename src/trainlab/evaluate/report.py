@@ -272,6 +272,7 @@ def _evaluation(folder: Path, path: Path, raw: dict[str, Any]) -> dict[str, Any]
         "file": f"eval/{path.name}",
         "split": raw.get("split", path.stem),
         "checkpoint": raw.get("checkpoint"),
+        "tta": raw.get("tta"),
         "scalars": list(scalars.items()),
         "class_columns": class_columns,
         "per_class": [(name, [row.get(column) if isinstance(row, dict) else None for column in class_columns])
