@@ -48,7 +48,7 @@ app.add_typer(runs_app, name="runs")
 # Tables printed to a pipe or a file are not cut to 80 columns (a terminal keeps its own width).
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
-_options = {"debug": False}
+_options: dict[str, Any] = {"debug": False, "plugin_args": []}
 
 SHIPPED = Path(__file__).parent / "recipes"
 
@@ -61,6 +61,7 @@ def _global(
     ),
 ) -> None:
     _options["debug"] = debug
+    _options["plugin_args"] = [argument for module in plugins for argument in ("--plugins", module)]
     if plugins:
         from trainlab.plugins import load_plugins
 
@@ -84,8 +85,15 @@ def train(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="The exact run folder (default runs/<name>/<timestamp>)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where run folders go when --out is not given."),
     progress: Optional[str] = typer.Option(None, help="auto | bar | plain | none (default: the recipe's log.progress)."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Train data-parallel in N processes on this "
+                                          "machine (one per GPU; gloo on CPU), as `torchrun --nproc-per-node N` does."),
 ) -> None:
     """Validate and train a recipe; prints the run folder."""
+    if devices is not None:
+        options = [*(["--out", str(out_dir)] if out_dir is not None else []), "--runs-dir", str(runs_dir),
+                   *(["--progress", progress] if progress else [])]
+        _launch(devices, ["train", recipe, *(overrides or []), *options])
+        return
     from trainlab.pipeline import train as train_recipe
     from trainlab.recipe import load_recipe
 
@@ -104,14 +112,37 @@ def resume(
     run_dir: Path = typer.Argument(..., help="A run folder written by `trainlab train`."),
     overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. train.epochs=20 to extend."),
     progress: Optional[str] = typer.Option(None, help="auto | bar | plain | none."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Continue data-parallel in N processes (as many "
+                                          "as the run was trained with)."),
 ) -> None:
     """Continue an interrupted run exactly, or extend a finished one."""
+    if devices is not None:
+        _launch(devices, ["resume", str(run_dir), *(overrides or []), *(["--progress", progress] if progress else [])])
+        return
     from trainlab.pipeline import resume as resume_run
 
     _finish(resume_run(run_dir, overrides or [], progress=progress))
 
 
+def _launch(devices: int, arguments: list[str]) -> None:
+    """Run this command again in ``devices`` processes through torch's elastic launcher."""
+    from trainlab.train.distributed import environment, launch
+
+    if environment() is not None:
+        raise TrainlabError("--devices starts its own processes: drop it when launching with torchrun")
+    global_options = [*(["--debug"] if _options["debug"] else []), *_options["plugin_args"]]
+    code = launch(devices, [*global_options, *arguments])
+    if code:
+        raise typer.Exit(code)
+
+
 def _finish(run: Any) -> None:
+    from trainlab.train.distributed import is_main
+
+    if not is_main():  # the other processes of a data-parallel run print nothing
+        if run.status == "interrupted":
+            raise typer.Exit(130)
+        return
     state = run.result.state if run.result else None
     summary = f"[bold]{run.status}[/bold] after {state.epoch} epochs, {state.step} steps" if state else run.status
     if state is not None and state.best_value is not None:

@@ -31,6 +31,7 @@ from trainlab.recipe.errors import Problem, RecipeError, TrainlabError
 from trainlab.recipe.loader import LoadedRecipe, load_recipe, recipe_from_data
 from trainlab.recipe.schema import LRFind, Recipe
 from trainlab.train import checkpoint as checkpoints
+from trainlab.train import distributed
 from trainlab.train.callbacks import CallbackList, MetricsFile, Progress, TensorBoardLogger, truncate_records
 from trainlab.train.losses import LOSSES, build_loss, check_loss, resolve_loss
 from trainlab.train.loop import FitResult, TrainingDiverged, fit, monitor_mode
@@ -294,7 +295,7 @@ def _write_preprocessing(folder: Path, data: DataBundle) -> None:
 
 def _training_objects(recipe: Recipe, data: DataBundle, model: torch.nn.Module) -> tuple[Any, Any, Any, Any]:
     """Device, precision, criterion and optimizer for ``model``, with the data placed on the device."""
-    device = choose_device(recipe.train.device)
+    device = distributed.local_device(choose_device(recipe.train.device))
     precision = choose_precision(recipe.train.precision, device)
     _place_data(data, device)
     criterion = build_loss(recipe.loss, data.spec).to(device)
@@ -389,6 +390,10 @@ def _execute(
     metrics, checkpoints, plots, the validation evaluation, report.html and the run index."""
     device, precision, criterion, optimizer = _training_objects(recipe, data, model)
     schedule = build_schedule(recipe.schedule, optimizer, schedule_context(recipe, data, criterion.metric_names))
+    if not distributed.is_main():  # the other processes of a data-parallel run write nothing
+        result = fit(distributed.wrap(model, device), criterion, optimizer, data, recipe.train, precision, schedule,
+                     None, None, resume_state, _validation_metrics(recipe, data, criterion))
+        return Run(folder, recipe, model, [], result.state.status, result)
 
     metrics_path = folder / runs.METRICS_FILE
     metrics = MetricsFile(metrics_path)
@@ -411,7 +416,7 @@ def _execute(
     _index(folder, index_root)
     try:
         result = fit(
-            model, criterion, optimizer, data, recipe.train, precision, schedule,
+            distributed.wrap(model, device), criterion, optimizer, data, recipe.train, precision, schedule,
             CallbackList(callbacks), checkpointer, resume_state, _validation_metrics(recipe, data, criterion),
         )
     except BaseException as error:
@@ -445,6 +450,7 @@ def _execute(
             plot_schedule(list(steps), list(lrs), folder / "plots" / "schedule.png",
                           title=f"{recipe.name}: learning rate", epoch_steps=steps_per_epoch(recipe, data))
         if data.valid is not None and data.spec.task in ("classification", "regression"):
+            distributed.unshard_data(data)  # rank 0 evaluates the whole split
             _evaluate(_trained_run(folder, recipe, data, model), "valid", None, report=False)
     _record(folder, recipe, index_root)
     return Run(folder, recipe, model, metrics.records, status, result)
@@ -518,10 +524,19 @@ def train(
     report: Callable[[str], None] | None = None,
 ) -> Run:
     """Validate, then train a recipe into a new run folder (``out`` exactly, or under ``root``).
-    ``report`` receives the data stage's notes (an inferred task, the loader chosen, ...)."""
+    ``report`` receives the data stage's notes (an inferred task, the loader chosen, ...).
+
+    Launched by ``torchrun``, every process calls this and trains its shard of the data with
+    DistributedDataParallel; rank 0 alone writes the run folder (see :mod:`trainlab.train.distributed`)."""
+    with distributed.session():
+        return _train(recipe, out, root, progress, report)
+
+
+def _train(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path, out: str | Path | None, root: str | Path,
+           progress: str | None, report: Callable[[str], None] | None) -> Run:
     checked = check(recipe)
     config, data = checked.recipe, checked.data
-    for note in data.notes if report is not None else ():
+    for note in data.notes if report is not None and distributed.is_main() else ():
         report(note)
     # The model validation built is the model a fresh seeded build gives; continue from the same RNG state.
     seed_everything(config.seed)
@@ -530,16 +545,23 @@ def train(
     index_root = Path(root) if out is None else None
     if config.optimizer.lr == "auto":  # the range test leaves model, optimizer and every RNG as they were
         found = _range_test(config, data, checked.model, config.optimizer.lr_find or LRFind())
-        config = config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"lr": found.lr})})
+        lr = distributed.from_main(lambda: found.lr)  # every process trains with rank 0's lr
+        config = config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"lr": lr})})
+    distributed.shard_data(data)  # before resolve: a schedule counts this process's steps per epoch
     resolved = resolve(config, data)
-    folder = runs.new_run_folder(config.name, out, root)
-    if found is not None:
-        _write_lr_find(found, folder / "plots", title=f"{config.name}: LR range test (lr: auto -> {found.lr:.3g})")
-    runs.write_recipe(folder, recipe_dump(resolved))
-    device = choose_device(config.train.device)
-    checkpoints.write_json_atomic(folder / runs.ENV_FILE, runs.environment(device, config.train.precision))
-    checkpoints.write_json_atomic(folder / runs.DATA_FILE, _data_description(data))
-    _write_preprocessing(folder, data)
+
+    def new_folder() -> Path:
+        folder = runs.new_run_folder(config.name, out, root)
+        if found is not None:
+            _write_lr_find(found, folder / "plots", title=f"{config.name}: LR range test (lr: auto -> {found.lr:.3g})")
+        runs.write_recipe(folder, recipe_dump(resolved))
+        device = choose_device(config.train.device)
+        checkpoints.write_json_atomic(folder / runs.ENV_FILE, runs.environment(device, config.train.precision))
+        checkpoints.write_json_atomic(folder / runs.DATA_FILE, _data_description(data))
+        _write_preprocessing(folder, data)
+        return folder
+
+    folder = distributed.from_main(new_folder)  # rank 0 writes it; every process gets its path
     return _execute(folder, resolved, data.spec, data, checked.model, None, progress, index_root)
 
 
@@ -550,9 +572,14 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
     """Continue a run from ``checkpoints/last`` exactly (or extend it with e.g. ``train.epochs=20``).
 
     Everything is verified (recipe, checkpoint integrity, weights fit the model) before any file
-    of the run is touched.
+    of the run is touched. Under ``torchrun`` give the same number of processes the run was trained
+    with; every process reads the checkpoint and rank 0 alone writes.
     """
-    folder = Path(folder)
+    with distributed.session():
+        return _resume(Path(folder), overrides, progress)
+
+
+def _resume(folder: Path, overrides: list[str] | None, progress: str | None) -> Run:
     if not folder.is_dir():
         raise TrainlabError(f"run folder '{folder}' does not exist. Give the folder that `trainlab train` printed")
     recipe_path = folder / runs.RECIPE_FILE
@@ -575,6 +602,7 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
     loaded = load_recipe(recipe_path, overrides)
     checked = check(loaded)
     config, data, model = checked.recipe, checked.data, checked.model
+    distributed.shard_data(data)
     resolved = resolve(config, data)
     checkpoints.load_weights(found, model)
     state = checkpoints.load_state(found)
@@ -587,9 +615,10 @@ def resume(folder: str | Path, overrides: list[str] | None = None, progress: str
             f"the checkpoint holds training metrics {', '.join(saved_names)} but the resumed recipe computes "
             f"{', '.join(('loss', *metric_names))}: train.train_metrics cannot change when resuming")
     # From here on the run folder changes: drop records written after the checkpoint.
-    if overrides:
-        runs.write_recipe(folder, recipe_dump(resolved))
-    truncate_records(folder / runs.METRICS_FILE, int(meta.get("records", 0)))
+    if distributed.is_main():
+        if overrides:
+            runs.write_recipe(folder, recipe_dump(resolved))
+        truncate_records(folder / runs.METRICS_FILE, int(meta.get("records", 0)))
     index_root = folder.parent.parent if (folder.parent.parent / "index.sqlite").exists() else None
     return _execute(folder, resolved, data.spec, data, model, state, progress, index_root)
 

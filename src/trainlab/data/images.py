@@ -54,7 +54,6 @@ from trainlab.data.files import PACKAGE_PREFIX, resolve_path
 from trainlab.data.loaders import (
     SamplerLoader,
     TensorLoader,
-    epoch_order,
     loader_options,
     split_batch_size,
 )
@@ -516,19 +515,22 @@ class ImageTensorLoader(TensorLoader):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = len(self)
-        order = epoch_order(self.num_samples, self.seed, self.epoch, self.shuffle)  # (N,) on the CPU
+        order = self.indices()  # (N,) dataset indices of this process's part of the epoch, on the CPU
+        indexed = self.shuffle or self.world > 1
         while self.position < batches:
             position = self.position
             start = position * self.batch_size
             stop = min(start + self.batch_size, self.num_samples)
             self.position += 1
             index = order[start:stop]  # (B,) dataset indices, on the CPU: they seed per-sample augmentation
-            if self.shuffle:
+            if indexed:
                 on_device = index.to(self.inputs.device)
                 images, targets = self.inputs[on_device], self.targets[on_device]
             else:  # contiguous slices are views: no copy
                 images, targets = self.inputs[start:stop], self.targets[start:stop]
-            yield self.transform(images, index, self.seed, self.epoch, position), targets
+            # batch-wise randomness differs between processes (the same position on every rank otherwise)
+            draw = position * self.world + self.rank
+            yield self.transform(images, index, self.seed, self.epoch, draw), targets
 
 
 class ImageDataset(Dataset):

@@ -46,7 +46,11 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> torch
 
 
 class _Position:
-    """Epoch and batch position shared by both loaders."""
+    """Epoch and batch position shared by both loaders. ``shardable``: the loader serves
+    :meth:`indices`, so :meth:`shard` splits it across processes (a subclass with another order
+    says False)."""
+
+    shardable = True
 
     batch_size: int
     num_samples: int
@@ -57,6 +61,28 @@ class _Position:
     def _init_position(self) -> None:
         self.epoch = 0
         self.position = 0  # batches already drawn in this epoch
+        self.dataset_samples = self.num_samples  # the whole split; num_samples is this process's part
+        self.rank, self.world, self.pad = 0, 1, False
+
+    def shard(self, rank: int, world: int, pad: bool) -> None:
+        """Serve only process ``rank``'s part of each epoch: ``order[rank::world]`` of the epoch's
+        global order. With ``pad`` the order is first extended by its own first samples to a multiple
+        of ``world`` (every process gets as many samples and batches); ``shard(0, 1, False)`` undoes it."""
+        self.rank, self.world, self.pad = rank, world, pad
+        total = self.dataset_samples
+        if pad:
+            total = math.ceil(total / world) * world
+        self.num_samples = len(range(rank, total, world))
+
+    def indices(self) -> torch.Tensor:
+        """This process's sample indices of the current epoch, in the order they are served."""
+        order = epoch_order(self.dataset_samples, self.seed, self.epoch, self.shuffle)
+        if self.world == 1:
+            return order
+        missing = (-len(order)) % self.world if self.pad else 0
+        if missing:
+            order = torch.cat([order, order.repeat(math.ceil(missing / len(order)))[:missing]])
+        return order[self.rank::self.world]
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -116,13 +142,14 @@ class TensorLoader(_Position):
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = len(self)
-        if self.shuffle:
-            order = epoch_order(self.num_samples, self.seed, self.epoch, True).to(self.inputs.device)
+        shuffled = self.shuffle or self.world > 1
+        if shuffled:
+            order = self.indices().to(self.inputs.device)
         while self.position < batches:
             start = self.position * self.batch_size
             stop = min(start + self.batch_size, self.num_samples)
             self.position += 1
-            if self.shuffle:
+            if shuffled:
                 index = order[start:stop]
                 yield self.inputs[index], self.targets[index]
             else:  # contiguous slices are views: no copy
@@ -137,7 +164,7 @@ class _ResumableSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[Any]:
         owner = self.owner
-        order = epoch_order(owner.num_samples, owner.seed, owner.epoch, owner.shuffle)
+        order = owner.indices()
         start = owner.position * owner.batch_size
         indices = order[start:].tolist()
         if owner.with_seeds:  # the dataset receives (index, seed of this sample's augmentation)

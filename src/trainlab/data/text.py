@@ -287,6 +287,8 @@ class BucketLoader(TensorLoader):
     padding (id 0) sitting at the end of every row, as every text source here writes it.
     """
 
+    shardable = False  # its length-bucketed order is not split across processes yet
+
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, chunk_batches: int = BUCKET_CHUNK_BATCHES):
         super().__init__(inputs, targets, batch_size, shuffle, seed, drop_last)

@@ -28,6 +28,7 @@ import torch
 from trainlab.data.spec import DataBundle, Loader
 from trainlab.recipe.errors import TrainlabError
 from trainlab.recipe.schema import TrainConfig
+from trainlab.train import distributed
 from trainlab.train.callbacks import BaseCallback
 from trainlab.train.checkpoint import rng_state, set_rng_state
 from trainlab.train.optimizers import needs_closure
@@ -79,6 +80,7 @@ class Meter:
     FLUSH_ELEMENTS = 1 << 22  # output elements held at most before reducing
 
     def __init__(self, criterion: Any, device: torch.device, metrics: bool = True) -> None:
+        """Under data-parallel training the averages are over every process's samples."""
         self.criterion = criterion
         self.names = ("loss", *(criterion.metric_names if metrics else ()))
         self.dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -134,6 +136,7 @@ class Meter:
         self._clear()
 
     def _averages(self, sums: torch.Tensor, count: int) -> dict[str, float]:
+        sums, count = distributed.reduce_sums(sums, count)  # every process's part (no-op in one process)
         if not count:
             return {}
         return {name: value / count for name, value in zip(self.names, sums.tolist())}  # the host sync
@@ -203,6 +206,7 @@ def evaluate_loader(
     adds metrics computed on the whole split's outputs (e.g. F1, ROC AUC); they never replace the
     loss's own."""
     was_training = model.training
+    model = distributed.unwrap(model)  # no collectives per batch: processes may hold different batch counts
     model.eval()
     meter = Meter(criterion, device)
     loader.set_epoch(0)
@@ -218,9 +222,12 @@ def evaluate_loader(
             held.append((outputs.detach().float(), targets))
     model.train(was_training)
     values = meter.epoch()
-    if extra is not None and held:
-        more = extra(torch.cat([o for o, _ in held]), torch.cat([t for _, t in held]))
-        values.update({name: value for name, value in more.items() if name not in values})
+    if extra is not None:
+        outputs, targets = (torch.cat([o for o, _ in held]), torch.cat([t for _, t in held])) if held else (None, None)
+        outputs, targets = distributed.gather_outputs(outputs, targets, device)  # the whole split's
+        if outputs is not None:
+            more = extra(outputs, targets)
+            values.update({name: value for name, value in more.items() if name not in values})
     return values
 
 
@@ -385,16 +392,17 @@ def fit(
                     outputs, loss = captured["outputs"], captured["loss"]
                     stepped = True
                 else:
-                    with precision.autocast():
-                        outputs = model(inputs)
-                        loss = criterion(outputs, targets)
-                    if accumulate > 1 and criterion.reduction == "mean":
-                        # Normalise by the whole window's item count: accumulation equals the larger batch.
-                        if batch_index % accumulate == 0 or batch_index == state.batch:
-                            items = window_items(loader, batch_index, accumulate)
-                        precision.backward(loss * (count / items))
-                    else:
-                        precision.backward(loss)
+                    with distributed.no_sync(model, skip=not window_end):  # gradients all-reduced once a window
+                        with precision.autocast():
+                            outputs = model(inputs)
+                            loss = criterion(outputs, targets)
+                        if accumulate > 1 and criterion.reduction == "mean":
+                            # Normalise by the whole window's item count: accumulation equals the larger batch.
+                            if batch_index % accumulate == 0 or batch_index == state.batch:
+                                items = window_items(loader, batch_index, accumulate)
+                            precision.backward(loss * (count / items))
+                        else:
+                            precision.backward(loss)
                     stepped = False
 
                 meter.add(loss, outputs, targets)
@@ -410,7 +418,7 @@ def fit(
                     note_rates()
                     stepped = precision.step(optimizer)
                 if read_gradients and state.batch == batches:  # the epoch's last step: callbacks read the gradients
-                    callbacks.on_gradients(state.step + 1, model)
+                    callbacks.on_gradients(state.step + 1, distributed.unwrap(model))
                 if not closure_optimizer:
                     optimizer.zero_grad(set_to_none=True)
                 state.step += 1
@@ -425,10 +433,10 @@ def fit(
                 except StopTraining:
                     state.status = "stopped"
                 window_samples = 0
-                if state.status in ("diverged", "stopped"):
-                    break
-                if interrupt.requested:
+                if interrupt.requested and state.status == "running":
                     state.status = "interrupted"
+                state.status = distributed.agree(state.status)  # rank 0 decides for every process
+                if state.status in ("diverged", "stopped", "interrupted"):
                     break
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < batches:
                     save("last")
@@ -466,6 +474,7 @@ def fit(
                 state.status = "finished"
             if interrupt.requested and state.status == "running":
                 state.status = "interrupted"
+            state.status = distributed.agree(state.status)
             callbacks.on_epoch_end(state)
             save("last")
             if improved:
