@@ -182,13 +182,26 @@ class Rounds:
     quiet: int
 
 
-def alternate_rounds(names: list[str], one: Any, rounds: int, max_others: float, max_attempts: int,
+def verified(name: str, measurement: Measurement, steps: int, samples: int, threads: int) -> Measurement:
+    """``measurement`` after checking that the contender did the same work as the others (steps and
+    samples), with torch's thread count put back if the contender changed it."""
+    assert measurement.steps == steps, f"{name} took {measurement.steps} steps, expected {steps}"
+    assert measurement.samples == samples, f"{name} saw {measurement.samples} samples, expected {samples}"
+    if torch.get_num_threads() != threads:  # keep every contender on the same thread count
+        print(f"note: {name} changed torch threads to {torch.get_num_threads()}; restoring {threads}")
+        torch.set_num_threads(threads)
+    return measurement
+
+
+def alternate_rounds(contenders: list[Contender], one: Any, rounds: int, max_others: float, max_attempts: int,
                      budget_seconds: float, describe: Any) -> Rounds:
     """A warm-up round, then rounds that run every contender once, in turn, until ``rounds`` of them
     ran on a quiet machine (other processes used at most ``max_others`` of the CPUs, see
     :class:`CpuWatch`), or ``max_attempts`` / ``budget_seconds`` ran out. ``one(name)`` measures a
     contender; ``describe(name, measurement)`` is its text in the progress line. Only quiet rounds
-    are reported; with none at all, the least contended ones (and a warning)."""
+    are reported (each contender's ``rounds`` is set to them); with none at all, the least contended
+    ones (and a warning)."""
+    names = [contender.name for contender in contenders]
     attempts: list[dict[str, Measurement]] = []
     deadline = time.perf_counter() + budget_seconds
     clean = 0
@@ -226,4 +239,6 @@ def alternate_rounds(names: list[str], one: Any, rounds: int, max_others: float,
     if not chosen:
         least = sorted(attempts, key=contention)[:rounds]
         chosen = [m for m in attempts if any(m is c for c in least)]  # keep the running order
+    for contender in contenders:
+        contender.rounds = [measured[contender.name] for measured in chosen]
     return Rounds(chosen, len(attempts), clean)

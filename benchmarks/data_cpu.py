@@ -56,6 +56,7 @@ from common import (
     alternate_rounds,
     machine,
     mlp_layers,
+    verified,
     write_json,
 )
 
@@ -292,20 +293,13 @@ def run_case(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
             measurement = run_hand_written(shape, args.epochs, inputs, targets)
         else:
             measurement = run_dataloader(shape, args.epochs, inputs, targets)
-        assert measurement.steps == expected_steps, f"{name} took {measurement.steps} steps, expected {expected_steps}"
-        assert measurement.samples == args.epochs * len(inputs), f"{name} saw {measurement.samples} samples"
-        if torch.get_num_threads() != args.threads:  # keep every contender on the same thread count
-            print(f"note: {name} changed torch threads to {torch.get_num_threads()}; restoring {args.threads}")
-            torch.set_num_threads(args.threads)
-        return measurement
+        return verified(name, measurement, expected_steps, args.epochs * len(inputs), args.threads)
 
-    measured_rounds = alternate_rounds([c.name for c in contenders], one, args.rounds, args.max_others,
+    measured_rounds = alternate_rounds(contenders, one, args.rounds, args.max_others,
                                        args.max_attempts, args.budget_seconds,
                                        lambda name, m: f"{name} {m.train_seconds / args.epochs:.3f} s/epoch")
     chosen, clean = measured_rounds.chosen, measured_rounds.quiet
     attempts = measured_rounds.attempts
-    for contender in contenders:
-        contender.rounds = [measured[contender.name] for measured in chosen]
     by_name = {c.name: c for c in contenders}
     vs_hand = {c.name: ratios(c, by_name[BASELINE]) for c in contenders}
     vs_loader = {c.name: ratios(c, by_name[DATALOADER]) for c in contenders}

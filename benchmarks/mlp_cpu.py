@@ -45,6 +45,7 @@ from common import (
     mlp_layers,
     report,
     table,
+    verified,
     write_json,
 )
 
@@ -294,20 +295,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             measurement = run_hand_written(args, inputs, targets, bookkeeping=True)
         else:
             measurement = run_lightning(args, inputs, targets)
-        assert measurement.steps == expected_steps, f"{name} took {measurement.steps} steps, expected {expected_steps}"
-        assert measurement.samples == args.epochs * len(inputs), f"{name} saw {measurement.samples} samples"
-        if torch.get_num_threads() != args.threads:  # keep every contender on the same thread count
-            print(f"note: {name} changed torch threads to {torch.get_num_threads()}; restoring {args.threads}")
-            torch.set_num_threads(args.threads)
-        return measurement
+        return verified(name, measurement, expected_steps, args.epochs * len(inputs), args.threads)
 
-    measured_rounds = alternate_rounds([c.name for c in contenders], one, args.rounds, args.max_others,
+    measured_rounds = alternate_rounds(contenders, one, args.rounds, args.max_others,
                                        args.max_attempts, args.budget_seconds,
                                        lambda name, m: f"{name} {m.samples_per_second:,.0f}/s (setup {m.setup_seconds:.2f}s)")
     chosen, clean = measured_rounds.chosen, measured_rounds.quiet
     attempts = measured_rounds.attempts
-    for contender in contenders:
-        contender.rounds = [measured[contender.name] for measured in chosen]
     rejected = attempts - len(chosen)
 
     config_out = {

@@ -493,7 +493,7 @@ def baseline(recipe_or_run: Any, split: str = "test") -> BaselineResult:
     return result
 
 
-def split_tensors(loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def loader_tensors(loader: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """All inputs and targets of an in-memory split (a TensorLoader, or a DataLoader over a TensorDataset)."""
     if hasattr(loader, "inputs"):
         return loader.inputs.cpu(), loader.targets.cpu()
@@ -537,8 +537,8 @@ def _table_baselines(recipe: Any, data: Any, split: str) -> BaselineResult:
     from trainlab.evaluate.predictions import Predictions
 
     spec, seed = data.spec, recipe.seed
-    train_x, train_y = split_tensors(data.train)
-    eval_x, eval_y = split_tensors(data.loader(split))
+    train_x, train_y = loader_tensors(data.train)
+    eval_x, eval_y = loader_tensors(data.loader(split))
     results = {}
     if spec.task == "classification":
         models = {"HistGradientBoostingClassifier": HistGradientBoostingClassifier(random_state=seed),
@@ -588,4 +588,4 @@ def _text_baselines(recipe: Any, data: Any, split: str) -> BaselineResult:
     return BaselineResult(split, "classification", results, len(labels["train"]), len(labels[split]))
 
 
-__all__ = ["BaselineResult", "baseline", "image_files", "predict", "refit", "split_tensors"]
+__all__ = ["BaselineResult", "baseline", "image_files", "predict", "refit", "loader_tensors"]

@@ -208,8 +208,10 @@ def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checke
 
 
 def _in_memory_targets(data: DataBundle) -> list[tuple[str, torch.Tensor]]:
-    return [(name, loader.targets) for name, loader in (("train", data.train), ("valid", data.valid),
-                                                        ("test", data.test)) if hasattr(loader, "targets")]
+    """Every split's targets that are held in memory (:func:`split_targets`), by split name."""
+    found = ((name, split_targets(loader)) for name, loader in (("train", data.train), ("valid", data.valid),
+                                                                  ("test", data.test)) if loader is not None)
+    return [(name, targets) for name, targets in found if targets is not None]
 
 
 def _target_problems(criterion: Any, data: DataBundle) -> list[Problem]:

@@ -9,16 +9,10 @@ import torch.nn.functional as F
 
 from trainlab.data.loaders import bundle_from_tensors
 from trainlab.data.spec import DataBundle, DataSpec
-from trainlab.data.splits import split_tensors
+from trainlab.data.splits import held_valid, split_tensors
 from trainlab.recipe.schema import DigitsData, SyntheticData
 
 DIGIT_NAMES = [str(digit) for digit in range(10)]
-
-
-def held_valid(config: DigitsData | SyntheticData) -> float:
-    """The validation fraction held out: none with ``data.merge_valid`` (the test split, drawn first,
-    stays the same rows), so statistics such as the digits' mean/std cover train + valid."""
-    return 0.0 if config.merge_valid else config.split.valid
 
 
 def digits_spec(config: DigitsData, seed: int) -> DataSpec:
@@ -42,14 +36,16 @@ def load_digits(config: DigitsData, seed: int) -> DataBundle:
     labels = torch.from_numpy(digits.target).long()  # (N,)
     if config.resize:
         images = F.interpolate(images, size=tuple(config.resize), mode="bilinear", align_corners=False)
-    splits = split_tensors(images, labels, held_valid(config), config.split.test, seed, stratify=True)
+    notes: list[str] = []
+    splits = split_tensors(images, labels, held_valid(config, notes, 'images'), config.split.test, seed,
+                           stratify=True)
     spec = digits_spec(config, seed)
     if config.normalize:
         train_images = splits["train"][0]
         mean, std = train_images.mean().item(), train_images.std().item()
         splits = {name: ((x - mean) / std, y) for name, (x, y) in splits.items()}
         spec.normalization = {"mean": [mean], "std": [std]}
-    return bundle_from_tensors(config, spec, splits, seed)
+    return bundle_from_tensors(config, spec, splits, seed, notes=notes)
 
 
 def synthetic_spec(config: SyntheticData, seed: int) -> DataSpec:
@@ -95,5 +91,6 @@ def load_synthetic(config: SyntheticData, seed: int) -> DataBundle:
         targets = 1 + raw.long() % (config.num_classes - 1)  # (N, S)
     spec = synthetic_spec(config, seed)
     stratify = config.task == "classification"
-    splits = split_tensors(inputs, targets, held_valid(config), config.split.test, seed, stratify=stratify)
-    return bundle_from_tensors(config, spec, splits, seed)
+    notes: list[str] = []
+    splits = split_tensors(inputs, targets, held_valid(config, notes), config.split.test, seed, stratify=stratify)
+    return bundle_from_tensors(config, spec, splits, seed, notes=notes)

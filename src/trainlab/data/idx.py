@@ -26,7 +26,7 @@ import torch
 from trainlab.data.files import PACKAGE_PREFIX, resolve_path
 from trainlab.data.images import ImagePipelines, SplitSource, image_bundle
 from trainlab.data.spec import DataBundle
-from trainlab.data.splits import split_indices
+from trainlab.data.splits import held_valid, split_indices
 from trainlab.data.transforms import BatchPipeline
 from trainlab.recipe.errors import Problem, TrainlabError
 from trainlab.recipe.schema import IdxData
@@ -166,7 +166,8 @@ def load_idx(config: IdxData, seed: int) -> DataBundle:
         notes.append(f"cache: {config.cache} does not apply to IDX files: they are read into memory whole")
     prefix = BatchPipeline(pipelines.prefix)
     cached = _cached(train_images, prefix)
-    parts = split_indices(train_labels, config.split.valid, 0.0 if test else config.split.test, seed, stratify=True)
+    parts = split_indices(train_labels, held_valid(config, notes, "images"), 0.0 if test else config.split.test, seed,
+                          stratify=True)
     splits = {name: SplitSource(train_labels[index], images=cached[index]) for name, index in parts.items()}
     if test is not None:
         splits["test"] = SplitSource(test[1], images=_cached(test[0], prefix))

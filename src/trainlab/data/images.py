@@ -58,7 +58,7 @@ from trainlab.data.loaders import (
     split_batch_size,
 )
 from trainlab.data.spec import DataBundle, DataSpec, Loader
-from trainlab.data.splits import split_indices
+from trainlab.data.splits import held_valid, split_indices
 from trainlab.data.transforms import (
     BatchPipeline,
     Pipeline,
@@ -333,9 +333,8 @@ def split_positions(folders: list[str], labels: torch.Tensor, valid: float, test
                     seed: int, merge_valid: bool = False) -> dict[str, torch.Tensor]:
     """Positions of each split's files: a split folder gives its own files; splits without a folder
     are held out of the training files by ``valid`` / ``test`` (stratified, seeded). With
-    ``merge_valid`` nothing is held out for validation and a ``valid`` folder's files train too."""
+    ``merge_valid`` a ``valid`` folder's files train too (``valid`` is then 0: see ``held_valid``)."""
     folder = torch.tensor([SPLITS.index(name) if name in SPLITS else -1 for name in folders])  # (N,)
-    valid = 0.0 if merge_valid else valid
     if (folder == -1).all():  # one folder of classes
         return split_indices(labels, valid, test, seed, stratify=True)
     train = (folder == 0).nonzero().flatten()
@@ -349,18 +348,6 @@ def split_positions(folders: list[str], labels: torch.Tensor, valid: float, test
     if has_test:
         result["test"] = (folder == 2).nonzero().flatten()
     return result
-
-
-def merge_valid_source(splits: dict[str, SplitSource]) -> dict[str, SplitSource]:
-    """``splits`` with the ``valid`` split's images appended to the training split's (``data.merge_valid``)."""
-    train, valid = splits["train"], splits["valid"]
-    targets = torch.cat([train.targets, valid.targets])
-    if train.images is not None and valid.images is not None:
-        merged = SplitSource(targets, images=torch.cat([train.images, valid.images]))
-    else:
-        assert train.files is not None and valid.files is not None, "both splits are cached, or both are files"
-        merged = SplitSource(targets, files=train.files + valid.files)
-    return {name: merged if name == "train" else source for name, source in splits.items() if name != "valid"}
 
 
 # ----------------------------------------------------------------------------------- the uint8 cache
@@ -667,10 +654,6 @@ def image_bundle(config: Any, pipelines: ImagePipelines, splits: dict[str, Split
             "data.loader", "loader: memory serves images from the in-memory cache, but the images are decoded "
             "every epoch here", config.loader, hint="Set data.cache: memory (with a Resize first in both "
             "pipelines if the images differ in size) or data.loader: auto.")])
-    if getattr(config, "merge_valid", False) and "valid" in splits:  # sources that hold validation out themselves
-        notes.append(f"data.merge_valid: the {len(splits['valid'].targets):,} validation images join the "
-                     f"{len(splits['train'].targets):,} training images; there is no validation split")
-        splits = merge_valid_source(splits)
     prefix = BatchPipeline(pipelines.prefix)
     problems = resolve_imagenet(pipelines.eval, sample)
     if pipelines.train.key != pipelines.eval.key:
@@ -775,13 +758,11 @@ def load_images(config: ImagesData, seed: int) -> DataBundle:
         notes.append(skipped)
     labels = torch.tensor(scan.labels, dtype=torch.long)  # (N,)
     merge = bool(getattr(config, "merge_valid", False))
-    positions = split_positions(scan.folders, labels, config.split.valid, config.split.test, seed, merge)
     if merge and "valid" in scan.folders:
         notes.append("data.merge_valid: the validation folder's images join the training split; there is no "
                      "validation split")
-    elif merge and config.split.valid > 0:
-        notes.append(f"data.merge_valid: the split.valid fraction ({config.split.valid}) is not held out: those "
-                     "images train too, and there is no validation split")
+    valid = held_valid(config, None if "valid" in scan.folders else notes, "images")
+    positions = split_positions(scan.folders, labels, valid, config.split.test, seed, merge)
     splits = {}
     for name in SPLITS:
         if name in positions:

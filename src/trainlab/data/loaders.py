@@ -281,15 +281,8 @@ def bundle_from_tensors(data_config: Any, spec: DataSpec, splits: dict[str, tupl
                         seed: int, /, **extra: Any) -> DataBundle:
     """A :class:`DataBundle` of in-memory splits ``{"train": (x, y), "valid": ..., "test": ...}``,
     batched as ``data_config`` says; ``extra`` are further DataBundle fields (``config``: the
-    resolved data section, default ``data_config``; ``notes``; ``preprocessor``). With
-    ``data.merge_valid`` a valid split still given here joins the training split."""
-    notes = extra.setdefault("notes", [])
-    if getattr(data_config, "merge_valid", False) and "valid" in splits:
-        (train_x, train_y), (valid_x, valid_y) = splits["train"], splits["valid"]
-        notes.append(f"data.merge_valid: the {len(valid_x):,} validation samples join the {len(train_x):,} "
-                     "training samples; there is no validation split")
-        splits = {name: (torch.cat([train_x, valid_x]), torch.cat([train_y, valid_y])) if name == "train" else pair
-                  for name, pair in splits.items() if name != "valid"}
+    resolved data section, default ``data_config``; ``notes``; ``preprocessor``). Sources honour
+    ``data.merge_valid`` themselves by not holding a validation split out."""
     loaders = {
         name: make_loader(data_config, inputs, targets, name == "train", seed)
         for name, (inputs, targets) in splits.items()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from trainlab.recipe.errors import TrainlabError
@@ -45,3 +47,14 @@ def split_tensors(
         name: (inputs[index], targets[index])
         for name, index in split_indices(targets, valid, test, seed, stratify).items()
     }
+
+
+def held_valid(config: Any, notes: list[str] | None = None, what: str = "samples") -> float:
+    """The validation fraction to hold out of the training data: ``split.valid``, or none with
+    ``data.merge_valid`` (the test split, drawn first, stays the same rows), said in ``notes``."""
+    if not getattr(config, "merge_valid", False):
+        return config.split.valid
+    if notes is not None and config.split.valid > 0:
+        notes.append(f"data.merge_valid: the split.valid fraction ({config.split.valid}) is not held out: those "
+                     f"{what} train too, and there is no validation split")
+    return 0.0

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from trainlab.data.files import resolve_path
-from trainlab.data.splits import split_indices
+from trainlab.data.splits import held_valid, split_indices
 from trainlab.recipe.errors import Problem, TrainlabError
 from trainlab.registry import did_you_mean
 
@@ -163,16 +163,13 @@ def hold_out(tables: Tables, config: Any, seed: int, stratify: bool) -> Tables:
     """Split ``split.valid`` / ``split.test`` of the training rows into the splits that have no file
     of their own, seeded, stratified on ``config.target`` when ``stratify``. With
     ``data.merge_valid`` there is no validation split: its rows stay in (or join) the training split."""
-    merge = bool(getattr(config, "merge_valid", False))
-    held = {"valid": config.split.valid if "valid" not in tables.frames and not merge else 0.0,
+    has_valid = "valid" in tables.frames
+    held = {"valid": 0.0 if has_valid else held_valid(config, tables.notes, "rows"),
             "test": config.split.test if "test" not in tables.frames else 0.0}
     if held["valid"] > 0 or held["test"] > 0:
         _split_rows(tables, config, seed, stratify, held["valid"], held["test"])
-    if merge and "valid" in tables.frames:
+    if has_valid and getattr(config, "merge_valid", False):
         merge_valid_rows(tables)
-    elif merge and "valid" not in tables.files and config.split.valid > 0:
-        tables.notes.append(f"data.merge_valid: the split.valid fraction ({config.split.valid}) is not held out: "
-                            "those rows train too, and there is no validation split")
     return tables
 
 

@@ -589,10 +589,8 @@ class RankingContract(Contract):
         return (score, score.roll(-1), sign), sign != 0
 
 
-class CosineContract(Contract):
-    """CosineEmbeddingLoss on in-batch pairs (i, i+1): +1 when the two share a class, else -1."""
-
-    family = "pair"
+class EmbeddingContract(Contract):
+    """Losses on embeddings compared within the batch: any width, no per-class scores."""
 
     def expected_width(self, spec):
         return None
@@ -600,8 +598,18 @@ class CosineContract(Contract):
     def scores(self, spec):
         return False
 
+    @staticmethod
+    def embedding(output: Tensor) -> Tensor:
+        return output.reshape(output.shape[0], -1)  # (B, D)
+
+
+class CosineContract(EmbeddingContract):
+    """CosineEmbeddingLoss on in-batch pairs (i, i+1): +1 when the two share a class, else -1."""
+
+    family = "pair"
+
     def inputs(self, criterion, output, target):
-        embedding = output.reshape(output.shape[0], -1)  # (B, D)
+        embedding = self.embedding(output)
         same = target == target.roll(-1)
         sign = torch.where(same, 1.0, -1.0).to(embedding.dtype)
         return (embedding, embedding.roll(-1, dims=0), sign), None
@@ -626,20 +634,14 @@ def mine_triplets(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return positive, negative, valid
 
 
-class TripletContract(Contract):
+class TripletContract(EmbeddingContract):
     """Triplet losses with deterministic in-batch mining (:func:`mine_triplets`)."""
 
     family = "triplet"
     reduces_itself = True
 
-    def expected_width(self, spec):
-        return None
-
-    def scores(self, spec):
-        return False
-
     def inputs(self, criterion, output, target):
-        embedding = output.reshape(output.shape[0], -1)  # (B, D)
+        embedding = self.embedding(output)
         positive, negative, valid = mine_triplets(target)
         return (embedding, embedding[positive], embedding[negative]), valid
 
