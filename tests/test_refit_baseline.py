@@ -20,7 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_squared_error
 import trainlab
 from trainlab.data.idx import write_idx
 from trainlab.data.tables import load_tables
-from trainlab.inference import baseline, refit, split_tensors
+from trainlab.inference import baseline, refit, loader_tensors
 from trainlab.recipe.errors import TrainlabError
 from trainlab.train.callbacks import read_records
 
@@ -214,7 +214,7 @@ def test_table_baselines_equal_scikit_learn_on_the_same_rows(tmp_path):
     trainlab.train(recipe, out=tmp_path / "run")
     result = baseline(tmp_path / "run")
     data = trainlab.check(recipe).data
-    (train_x, train_y), (test_x, test_y) = split_tensors(data.train), split_tensors(data.test)
+    (train_x, train_y), (test_x, test_y) = loader_tensors(data.train), loader_tensors(data.test)
     boosted = HistGradientBoostingClassifier(random_state=2).fit(train_x.numpy(), train_y.numpy())
     linear = LogisticRegression(max_iter=2000).fit(train_x.numpy(), train_y.numpy())
     scores = {name: result.models[name].scalars for name in result.models}
@@ -234,7 +234,7 @@ def test_regression_baselines_are_measured_in_target_units(tmp_path):
                          "target": "price", "task": "regression", "target_transform": "standard"})
     result = baseline(recipe)
     data = trainlab.check(recipe).data
-    (train_x, train_y), (test_x, _) = split_tensors(data.train), split_tensors(data.test)
+    (train_x, train_y), (test_x, _) = loader_tensors(data.train), loader_tensors(data.test)
     prices = load_tables(trainlab.check(recipe).recipe.data, 2, stratify=False, columns={}).frames["test"]["price"]
     transform = data.preprocessor.target_transform
     guess = Ridge().fit(train_x.numpy(), train_y.numpy().ravel()).predict(test_x.numpy())
