@@ -7,9 +7,9 @@ written, and raises one :class:`RecipeError` with all the problems.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import copy
 import math
 import os
 import random
@@ -30,12 +30,23 @@ from trainlab.models import build_model, check_model, describe_output, resolve_m
 from trainlab.recipe.errors import Problem, RecipeError, TrainlabError
 from trainlab.recipe.loader import LoadedRecipe, load_recipe, recipe_from_data
 from trainlab.recipe.schema import LRFind, Recipe
+from trainlab.train import acceleration, distributed
 from trainlab.train import checkpoint as checkpoints
-from trainlab.train import distributed
-from trainlab.train.callbacks import CallbackList, MetricsFile, Progress, TensorBoardLogger, truncate_records
-from trainlab.train.losses import LOSSES, build_loss, check_loss, resolve_loss
+from trainlab.train.callbacks import (
+    CallbackList,
+    MetricsFile,
+    Progress,
+    TensorBoardLogger,
+    truncate_records,
+)
 from trainlab.train.loop import FitResult, TrainingDiverged, fit, monitor_mode
-from trainlab.train.optimizers import OPTIMIZERS, build_optimizer, check_optimizer, resolve_optimizer
+from trainlab.train.losses import LOSSES, build_loss, check_loss, resolve_loss
+from trainlab.train.optimizers import (
+    OPTIMIZERS,
+    build_optimizer,
+    check_optimizer,
+    resolve_optimizer,
+)
 from trainlab.train.precision import choose_device, choose_precision
 from trainlab.train.schedules import (
     ScheduleContext,
@@ -201,10 +212,18 @@ def check(recipe: LoadedRecipe | Recipe | dict[str, Any] | str | Path) -> Checke
     problems += _train_problems(config, metric_keys(config, metric_names, has_valid) if metric_names is not None
                                 else None, has_valid)
     problems += _metric_problems(config, spec)
+    problems += acceleration.problems(config, tuple(spec.input_shape), _device_or_none(config.train.device))
     if problems:
         raise RecipeError(f"{loaded.origin} is not a valid recipe", loaded.locate(problems))
     assert model is not None
     return Checked(config, data, model, rng_after_build)
+
+
+def _device_or_none(name: str) -> torch.device | None:
+    try:
+        return choose_device(name)
+    except TrainlabError:  # reported by training itself, with the device's own message
+        return None
 
 
 def _in_memory_targets(data: DataBundle) -> list[tuple[str, torch.Tensor]]:
@@ -296,14 +315,15 @@ def _write_preprocessing(folder: Path, data: DataBundle) -> None:
 
 
 def _training_objects(recipe: Recipe, data: DataBundle, model: torch.nn.Module) -> tuple[Any, Any, Any, Any]:
-    """Device, precision, criterion and optimizer for ``model``, with the data placed on the device."""
+    """Device, precision, criterion and optimizer for ``model`` (moved to the device in the recipe's memory
+    format), with the data placed on the device."""
     device = distributed.local_device(choose_device(recipe.train.device))
     precision = choose_precision(recipe.train.precision, device)
     _place_data(data, device)
     criterion = build_loss(recipe.loss, data.spec).to(device)
     if len(_in_memory_targets(data)) == sum(loader is not None for loader in (data.train, data.valid, data.test)):
         criterion.check_every_batch = False  # every target was checked once by check()
-    model.to(device)
+    acceleration.prepare_model(model, recipe.train, device)
     return device, precision, criterion, build_optimizer(recipe.optimizer, model)
 
 
@@ -349,13 +369,14 @@ def lr_find(
 
 
 class _Checkpointer:
-    """Writes checkpoints for fit(): the files from the live tensors at once, the rest (fsync,
-    SHA-256, the atomic swap, best/ as a hard-linked copy of last/) on a background thread.
+    """Writes checkpoints for fit(): a snapshot of the tensors on the CPU at once, the rest (the
+    files, fsync, SHA-256, the atomic swap, best/ as a hard-linked copy of last/) on a background thread.
     ``wait()`` returns when every checkpoint is durable; fit() calls it before it returns."""
 
     def __init__(self, folder: Path, metrics: MetricsFile, digest: str, name: str):
         self.folder, self.metrics, self.digest, self.name = folder, metrics, digest, name
         self.writer = checkpoints.BackgroundWriter()
+        self.copier = checkpoints.HostCopier()
         self.latest: dict[str, Any] = {}  # where checkpoints/last was last written
 
     def __call__(self, kind: str, module: torch.nn.Module, state: Callable[[], dict[str, Any]],
@@ -368,9 +389,9 @@ class _Checkpointer:
             source = self.latest["folder"]
             self.writer.submit(lambda: checkpoints.copy_checkpoint(source, target, meta))
             return
-        self.writer.wait()  # the previous checkpoint is done with its .partial folder
-        partial = checkpoints.write_checkpoint_files(target, module, state())
-        self.writer.submit(lambda: checkpoints.finish_checkpoint(partial, target, meta))
+        self.writer.wait()  # the previous checkpoint is written: one snapshot in memory at a time
+        taken = checkpoints.snapshot(module, state(), self.copier)
+        self.writer.submit(lambda: checkpoints.finish_checkpoint(checkpoints.write_snapshot(target, taken), target, meta))
         if kind == "last":
             self.latest.update(position=position, folder=target)
 
@@ -392,9 +413,22 @@ def _execute(
     metrics, checkpoints, plots, the validation evaluation, report.html and the run index."""
     device, precision, criterion, optimizer = _training_objects(recipe, data, model)
     schedule = build_schedule(recipe.schedule, optimizer, schedule_context(recipe, data, criterion.metric_names))
+    trained = distributed.wrap(acceleration.compiled(model, recipe.train), device)  # shares model's parameters
+    fixed_shapes = not getattr(data.train, "variable_shapes", False)
+
+    def run_fit(callbacks: CallbackList | None, checkpointer: _Checkpointer | None) -> FitResult:
+        with acceleration.kernel_settings(recipe.train, precision.name, device, fixed_shapes):
+            try:
+                return fit(trained, criterion, optimizer, data, recipe.train, precision, schedule, callbacks,
+                           checkpointer, resume_state, _validation_metrics(recipe, data, criterion))
+            except Exception as error:
+                failure = acceleration.compile_failure(error)
+                if failure is None:
+                    raise
+                raise failure from error
+
     if not distributed.is_main():  # the other processes of a data-parallel run write nothing
-        result = fit(distributed.wrap(model, device), criterion, optimizer, data, recipe.train, precision, schedule,
-                     None, None, resume_state, _validation_metrics(recipe, data, criterion))
+        result = run_fit(None, None)
         return Run(folder, recipe, model, [], result.state.status, result)
 
     metrics_path = folder / runs.METRICS_FILE
@@ -417,10 +451,7 @@ def _execute(
                       host=socket.gethostname())
     _index(folder, index_root)
     try:
-        result = fit(
-            distributed.wrap(model, device), criterion, optimizer, data, recipe.train, precision, schedule,
-            CallbackList(callbacks), checkpointer, resume_state, _validation_metrics(recipe, data, criterion),
-        )
+        result = run_fit(CallbackList(callbacks), checkpointer)
     except BaseException as error:
         try:  # let checkpoints in flight finish: the run folder is left consistent
             checkpointer.wait()
@@ -439,6 +470,7 @@ def _execute(
         folder, status, step=result.state.step, epoch=result.state.epoch,
         best_value=result.state.best_value, best_step=result.state.best_step, monitor=recipe.train.monitor,
         seconds=round(result.seconds, 3), samples_per_second=round(result.samples_per_second, 1),
+        warmup_seconds=round(result.warmup_seconds, 3),
     )
     if recipe.log.plots:
         from trainlab.evaluate.plots import plot_curves  # matplotlib loads only here

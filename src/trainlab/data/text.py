@@ -288,6 +288,7 @@ class BucketLoader(TensorLoader):
     """
 
     shardable = False  # its length-bucketed order is not split across processes yet
+    variable_shapes = True  # each batch is trimmed to its longest text
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, chunk_batches: int = BUCKET_CHUNK_BATCHES):

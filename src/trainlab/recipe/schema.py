@@ -440,6 +440,24 @@ class TrainConfig(Section):
         True, description="Also compute the loss's metrics (accuracy, mse) on training batches; false: train "
         "records carry the loss only (a few percent faster when the model is tiny)."
     )
+    channels_last: bool = Field(
+        False, description="Image models: weights and (B, C, H, W) batches in channels-last memory order, which "
+        "tensor-core convolutions read directly (faster under mixed precision on a GPU)."
+    )
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        False, description="torch.compile the model (true: mode default). The first steps compile; that warm-up "
+        "is reported apart from the throughput (status.json warmup_seconds). On the CPU it needs a C++ compiler."
+    )
+    deterministic: bool = Field(
+        False, description="GPU: deterministic algorithms only and no cuDNN autotuning, so a rerun is bitwise "
+        "identical (slower). Off: cuDNN picks the fastest convolution per input shape. CPU runs are deterministic "
+        "either way."
+    )
+    tf32: bool | Literal["auto"] = Field(
+        "auto", description="GPU: float32 matrix products and convolutions on TF32 tensor cores (Ampere or newer); "
+        "false: full float32. auto: on under mixed precision; under precision 32 PyTorch's defaults (TF32 "
+        "convolutions, full-precision matrix products)."
+    )
     monitor: str = Field("valid/loss", description="Metric that selects checkpoints/best and drives early stopping.")
     mode: Literal["min", "max", "auto"] = Field("auto", description="auto: max for accuracy-like metrics, min otherwise.")
     early_stopping: EarlyStopping | None = Field(None, description="Stop when train.monitor stops improving.")

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder (``checkpoints/last``, ``checkpoints/best``) holding
 
-- ``model.safetensors``: the weights (safetensors; shared weights handled by ``save_model``),
+- ``model.safetensors``: the weights (safetensors; shared weights stored once, by safetensors' own rule),
 - ``state.pt``: optimizer, scheduler, GradScaler, loop position, meters and every RNG state,
   as plain tensors and numbers, read back with ``torch.load(weights_only=True)``,
 - ``meta.json``: what it is (format, step, epoch, monitor value) and the SHA-256 of both files.
@@ -22,14 +22,16 @@ import queue
 import random
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import _remove_duplicate_names, load_model, save_file
 
 from trainlab.recipe.errors import TrainlabError
+from trainlab.train.distributed import unwrap
 
 FORMAT = "trainlab-checkpoint"
 VERSION = 1
@@ -120,15 +122,81 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> Path:
     """Atomically replace the checkpoint folder ``folder`` with a new one."""
-    return finish_checkpoint(write_checkpoint_files(folder, model, state), folder, meta)
+    return finish_checkpoint(write_snapshot(folder, snapshot(model, state)), folder, meta)
 
 
-def write_checkpoint_files(folder: Path, model: torch.nn.Module, state: dict[str, Any]) -> Path:
-    """Serialise the weights and the state into ``<kind>.partial/`` (the part that reads live
-    tensors, so it runs before training goes on); returns the partial folder."""
+@dataclass
+class Snapshot:
+    """A checkpoint's tensors copied off the live model and optimizer onto the CPU: taking it is
+    the only part of a checkpoint training waits for (a device-to-host copy on a GPU); the files
+    are written from it while training goes on."""
+
+    weights: dict[str, torch.Tensor]  # safetensors' own de-duplicated names (as save_model writes them)
+    metadata: dict[str, str] | None  # dropped duplicate name -> the kept name
+    state: dict[str, Any]
+
+
+class HostCopier:
+    """Copies tensors onto the CPU for a snapshot, into buffers kept and reused by the next snapshot
+    (one snapshot is written at a time): no fresh memory to fault in at every checkpoint. Buffers
+    for accelerator tensors are page-locked and filled by asynchronous copies with one
+    synchronisation at the end, several times faster than copies into ordinary memory."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._pending = False
+
+    def copy(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        if tensor.device.type not in ("cpu", "cuda"):  # mps, xpu, ...: a plain copy
+            return tensor.to("cpu", memory_format=torch.contiguous_format, copy=True)
+        on_gpu = tensor.device.type == "cuda"
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            buffer = self._buffers[key] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=on_gpu)
+        buffer.copy_(tensor, non_blocking=on_gpu)
+        self._pending = self._pending or on_gpu
+        return buffer
+
+    def tree(self, value: Any, key: str = "") -> Any:
+        """``value`` with every tensor replaced by its CPU copy (dicts, lists and tuples followed)."""
+        if isinstance(value, torch.Tensor):
+            return self.copy(key, value)
+        if isinstance(value, dict):
+            return {name: self.tree(item, f"{key}/{name}") for name, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.tree(item, f"{key}/{index}") for index, item in enumerate(value))
+        return value
+
+    def finish(self) -> None:
+        """Wait for the asynchronous copies: the buffers hold the values once this returns."""
+        if self._pending:
+            torch.cuda.synchronize()
+            self._pending = False
+
+
+def snapshot(model: torch.nn.Module, state: dict[str, Any], copier: HostCopier | None = None) -> Snapshot:
+    """Copy the weights (shared tensors once, contiguous) and the training state onto the CPU.
+    Give the same ``copier`` to successive snapshots to reuse its page-locked buffers; a snapshot
+    must then be written before the next one is taken."""
+    copier = copier or HostCopier()
+    weights = unwrap(model).state_dict()
+    metadata: dict[str, str] | None = None
+    for kept, duplicates in _remove_duplicate_names(weights).items():  # the rule save_model/load_model use
+        for name in duplicates:
+            metadata = metadata or {}
+            metadata.setdefault(name, kept)
+            del weights[name]
+    taken = Snapshot(copier.tree(weights, "model"), metadata, copier.tree(state, "state"))
+    copier.finish()
+    return taken
+
+
+def write_snapshot(folder: Path, taken: Snapshot) -> Path:
+    """Serialise a snapshot into ``<kind>.partial/``; returns the partial folder."""
     partial = _partial_folder(Path(folder))
-    save_model(_unwrap(model), str(partial / MODEL_FILE))
-    torch.save(state, partial / STATE_FILE)
+    save_file(taken.weights, str(partial / MODEL_FILE), metadata=taken.metadata)
+    torch.save(taken.state, partial / STATE_FILE)
     return partial
 
 
@@ -227,12 +295,6 @@ def copy_checkpoint(source: Path, folder: Path, meta_update: dict[str, Any]) -> 
     return _swap_into_place(partial, Path(folder))
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DDP / torch.compile wrappers, so weight names stay portable."""
-    model = getattr(model, "_orig_mod", model)
-    return getattr(model, "module", model) if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-
-
 def _complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in (MODEL_FILE, STATE_FILE, META_FILE))
 
@@ -277,7 +339,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
 def load_weights(folder: Path, model: torch.nn.Module) -> None:
     """Load ``model.safetensors`` into ``model``; a foreign set of weights is a clear error."""
     try:
-        missing, unexpected = load_model(_unwrap(model), str(folder / MODEL_FILE), strict=False)
+        missing, unexpected = load_model(unwrap(model), str(folder / MODEL_FILE), strict=False)
     except Exception as error:  # safetensors raises plain Exceptions for shape/format problems
         raise TrainlabError(
             f"the weights in '{folder / MODEL_FILE}' do not fit this recipe's model ({error}). "

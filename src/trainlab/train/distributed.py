@@ -151,10 +151,17 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside a DDP wrapper (evaluation runs on it, without collectives)."""
+    """The plain module inside DDP and torch.compile wrappers, in either order: evaluation runs on it
+    (no collectives, no recompiles for eval mode) and checkpoints save its portable weight names."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def no_sync(model: torch.nn.Module, skip: bool) -> contextlib.AbstractContextManager[Any]:

@@ -29,6 +29,7 @@ from trainlab.data.spec import DataBundle, Loader
 from trainlab.recipe.errors import TrainlabError
 from trainlab.recipe.schema import TrainConfig
 from trainlab.train import distributed
+from trainlab.train.acceleration import memory_format, to_device
 from trainlab.train.callbacks import BaseCallback
 from trainlab.train.checkpoint import rng_state, set_rng_state
 from trainlab.train.optimizers import needs_closure
@@ -122,11 +123,13 @@ class Meter:
             self._views[0].add_(self._losses[0], alpha=self._counts[0] if mean else 1)
         else:
             losses = torch.stack(self._losses).to(self.dtype)  # (n,)
-            if mean:
+            if not mean:
+                self._views[0].add_(losses.sum())
+            elif min(self._counts) == max(self._counts):  # equal batches: no host-to-device copy of the counts
+                self._views[0].add_(losses.sum(), alpha=self._counts[0])
+            else:
                 weights = torch.tensor(self._counts, dtype=self.dtype).to(self.device, non_blocking=True)
                 self._views[0].add_(torch.dot(losses, weights))
-            else:
-                self._views[0].add_(losses.sum())
         if len(self.names) > 1:
             outputs = self._outputs[0] if len(self._outputs) == 1 else torch.cat(self._outputs)
             targets = self._targets[0] if len(self._targets) == 1 else torch.cat(self._targets)
@@ -201,10 +204,11 @@ def window_items(loader: Loader, batch_index: int, accumulate: int) -> int:
 def evaluate_loader(
     model: torch.nn.Module, criterion: Any, loader: Loader, precision: Precision, device: torch.device,
     extra: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
+    layout: torch.memory_format = torch.preserve_format,
 ) -> dict[str, float]:
     """Mean loss and metrics over a whole split (one host sync at the end). ``extra(outputs, targets)``
     adds metrics computed on the whole split's outputs (e.g. F1, ROC AUC); they never replace the
-    loss's own."""
+    loss's own. ``layout``: the memory format image batches go to the device in (the training's)."""
     was_training = model.training
     model = distributed.unwrap(model)  # no collectives per batch: processes may hold different batch counts
     model.eval()
@@ -212,7 +216,7 @@ def evaluate_loader(
     loader.set_epoch(0)
     held: list[tuple[torch.Tensor, torch.Tensor]] = []
     for inputs, targets in loader:
-        inputs = inputs.to(device, non_blocking=True)
+        inputs = to_device(inputs, device, layout)
         targets = targets.to(device, non_blocking=True)
         with precision.autocast():
             outputs = model(inputs)
@@ -253,12 +257,29 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _synchronized_clock(device: torch.device) -> float:
+    """perf_counter once the device has finished the work queued so far (asynchronous on GPUs)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _throughput(seconds: float, samples: int, warmup: tuple[float, int] | None) -> tuple[float, float]:
+    """(samples per second after the warm-up step, warm-up seconds); the whole fit when it had one step."""
+    warmup_seconds, warmup_samples = warmup or (0.0, 0)
+    if samples > warmup_samples and seconds > warmup_seconds:
+        return (samples - warmup_samples) / (seconds - warmup_seconds), warmup_seconds
+    return (samples / seconds if seconds else 0.0), warmup_seconds
+
+
 @dataclass
 class FitResult:
     state: TrainState
     last_validation: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    samples_per_second: float = 0.0
+    seconds: float = 0.0  # the whole fit, warm-up, validation and checkpoint snapshots included (not the
+    # final wait until the last checkpoint is on disk)
+    samples_per_second: float = 0.0  # training samples per second after the warm-up, of every process together
+    warmup_seconds: float = 0.0  # up to the end of the first optimizer step (compilation, cuDNN autotuning)
 
 
 def fit(
@@ -286,6 +307,7 @@ def fit(
     steps_per_epoch = math.ceil(len(loader) / accumulate)
     mode = monitor_mode(config.monitor, config.mode)
     closure_optimizer = needs_closure(optimizer)
+    layout = memory_format(config)
 
     state = TrainState()
     meter = Meter(criterion, device, metrics=config.train_metrics)
@@ -354,6 +376,7 @@ def fit(
     callbacks.on_train_start(total_steps, state.step)
     started = time.perf_counter()
     samples_at_start = state.samples
+    warmup: tuple[float, int] | None = None  # (seconds, samples) of the first optimizer step
     model.to(device)
     model.train()
     optimizer.zero_grad(set_to_none=True)
@@ -366,7 +389,7 @@ def fit(
             window_samples = 0
             read_gradients = callbacks.wants_gradients(state.epoch + 1)  # asked once an epoch: a step tests a bool
             for batch_index, (inputs, targets) in enumerate(loader, start=state.batch):
-                inputs = inputs.to(device, non_blocking=True)  # (B, ...) 
+                inputs = to_device(inputs, device, layout)  # (B, ...)
                 targets = targets.to(device, non_blocking=True)
                 if state.samples == 0:  # a run's very first batch (never a resumed run's)
                     callbacks.on_first_batch(inputs, targets)
@@ -422,6 +445,8 @@ def fit(
                 if not closure_optimizer:
                     optimizer.zero_grad(set_to_none=True)
                 state.step += 1
+                if warmup is None:  # this fit's first step: compiling and autotuning happen in it
+                    warmup = _synchronized_clock(device) - started, state.samples - samples_at_start
                 if stepped and schedule is not None:
                     schedule.after_optimizer_step()
                 if state.step % config.log_every == 0 or state.batch == batches:  # log points and epoch ends
@@ -449,7 +474,8 @@ def fit(
 
             validate_now = state.epoch % config.validate_every == 0 or state.epoch == config.epochs
             if validate_now and data.valid is not None:
-                last_validation = evaluate_loader(model, criterion, data.valid, precision, device, valid_metrics)
+                last_validation = evaluate_loader(model, criterion, data.valid, precision, device, valid_metrics,
+                                                  layout)
                 emit("valid", last_validation)
                 if not math.isfinite(last_validation.get("loss", 0.0)):
                     state.status = "diverged"
@@ -484,12 +510,15 @@ def fit(
             save("last")
         elif state.status == "running":  # resumed a run that had already finished
             state.status = "finished"
+        seconds = time.perf_counter() - started  # training ends here; making its files durable is teardown
         if checkpointer is not None and hasattr(checkpointer, "wait"):
             checkpointer.wait()  # checkpoints written in the background are durable before fit returns
 
-    seconds = time.perf_counter() - started
     callbacks.on_train_end(state.status)
-    result = FitResult(state, last_validation, seconds, (state.samples - samples_at_start) / seconds if seconds else 0.0)
+    world = distributed.world_size()  # every process trains equally many samples: the throughput is all of theirs
+    warmup = (warmup[0], warmup[1] * world) if warmup is not None else None
+    result = FitResult(state, last_validation, seconds,
+                       *_throughput(seconds, (state.samples - samples_at_start) * world, warmup))
     if state.status == "diverged":
         raise TrainingDiverged(
             f"the loss became NaN or infinite at step {state.step}; training stopped and the last good checkpoint "
