@@ -16,6 +16,8 @@ def split_indices(
 ) -> dict[str, torch.Tensor]:
     """Index tensors of each split. Stratified by class when ``stratify`` (scikit-learn's
     ``train_test_split``), deterministic for a seed; splits with fraction 0 are absent."""
+    if valid <= 0 and test <= 0:  # nothing to split: scikit-learn (about 1 s to import) is not needed
+        return {"train": torch.arange(len(targets))}
     from sklearn.model_selection import train_test_split
 
     indices = torch.arange(len(targets)).numpy()
@@ -42,11 +44,12 @@ def split_indices(
 def split_tensors(
     inputs: torch.Tensor, targets: torch.Tensor, valid: float, test: float, seed: int, stratify: bool
 ) -> SplitTensors:
-    """``{"train": (x, y), "valid": (x, y), ...}`` by :func:`split_indices`."""
-    return {
-        name: (inputs[index], targets[index])
-        for name, index in split_indices(targets, valid, test, seed, stratify).items()
-    }
+    """``{"train": (x, y), "valid": (x, y), ...}`` by :func:`split_indices`; with nothing held out,
+    the training split is the tensors themselves (no copy of the whole dataset)."""
+    indices = split_indices(targets, valid, test, seed, stratify)
+    if len(indices) == 1:
+        return {"train": (inputs, targets)}
+    return {name: (inputs[index], targets[index]) for name, index in indices.items()}
 
 
 def held_valid(config: Any, notes: list[str] | None = None, what: str = "samples") -> float:
