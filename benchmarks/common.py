@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,24 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def source_revision() -> dict[str, Any]:
+    """The commit the measured trainlab comes from and whether ``src/`` differs from it (read-only
+    git queries; None where git or the repository is missing): numbers of a working tree that is
+    being edited are not numbers of the commit."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*arguments: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *arguments], cwd=root, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--", "src")
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "src_changed_since_commit": None if changed is None else bool(changed)}
 
 
 class CpuWatch:
@@ -194,18 +213,20 @@ def verified(name: str, measurement: Measurement, steps: int, samples: int, thre
 
 
 def alternate_rounds(contenders: list[Contender], one: Any, rounds: int, max_others: float, max_attempts: int,
-                     budget_seconds: float, describe: Any) -> Rounds:
-    """A warm-up round, then rounds that run every contender once, in turn, until ``rounds`` of them
+                     budget_seconds: float, describe: Any, warmup: bool = True) -> Rounds:
+    """A warm-up round (unless ``warmup`` is False: a --quick smoke run whose launches cost
+    seconds each), then rounds that run every contender once, in turn, until ``rounds`` of them
     ran on a quiet machine (other processes used at most ``max_others`` of the CPUs, see
     :class:`CpuWatch`), or ``max_attempts`` / ``budget_seconds`` ran out. ``one(name)`` measures a
-    contender; ``describe(name, measurement)`` is its text in the progress line. Only quiet rounds
+    contender (a :class:`Measurement`, or any record with an ``others_cpu`` field, which is set
+    here); ``describe(name, measurement)`` is its text in the progress line. Only quiet rounds
     are reported (each contender's ``rounds`` is set to them); with none at all, the least contended
     ones (and a warning)."""
     names = [contender.name for contender in contenders]
     attempts: list[dict[str, Measurement]] = []
     deadline = time.perf_counter() + budget_seconds
     clean = 0
-    attempt = -1
+    attempt = -1 if warmup else 0  # attempt 0 is the warm-up round
     while True:
         attempt += 1
         measured: dict[str, Measurement] = {}

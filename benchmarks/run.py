@@ -13,7 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import checkpoint_cpu
 import data_cpu
+import ddp_cpu
+import gpu
 import lr_find_cpu
 import mlp_cpu
 
@@ -22,6 +25,9 @@ CASES = {
     "mlp_cpu": (mlp_cpu.main, ["--rounds", "1", "--max-attempts", "1", "--samples", "2048", "--epochs", "1"]),
     "lr_find_cpu": (lr_find_cpu.main, ["--rounds", "1", "--num-iter", "20", "--samples", "2048"]),
     "data_cpu": (data_cpu.main, ["--quick"]),
+    "ddp_cpu": (ddp_cpu.main, ["--quick"]),
+    "checkpoint_cpu": (checkpoint_cpu.main, ["--quick"]),
+    "gpu": (gpu.main, ["--quick"]),  # says it skipped where there is no CUDA GPU
 }
 
 
