@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_train_prints_the_run_folder_and_writes_the_layout(tmp_path, capsys):
     assert code == 0, err
     folder = Path(out.strip().splitlines()[-1])
     assert folder == tmp_path / "run"
+    assert re.search(r"finished after 2 epochs, \d+ steps; .* [\d,]+ samples/s after a \d+\.\d\d s first step", err)
     for name in ("recipe.yaml", "env.json", "data.json", "status.json", "metrics.jsonl",
                  "checkpoints/last/model.safetensors", "checkpoints/last/state.pt", "checkpoints/last/meta.json",
                  "checkpoints/best/model.safetensors", "plots/curves.png", "plots/schedule.png",

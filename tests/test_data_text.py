@@ -237,6 +237,31 @@ def test_bucketing_keeps_the_order_of_evaluation_splits_and_drops_last():
     assert len(dropping) == 2 and [len(y) for _, y in dropping] == [4, 4]
 
 
+def test_bucketing_shards_each_global_batch_across_processes():
+    """Two processes with batch 4 serve, step by step, the batches of one process with batch 8."""
+    inputs, targets = ragged(42, 10, seed=6), torch.arange(42)
+    single = BucketLoader(inputs, targets, batch_size=8, shuffle=True, seed=1, chunk_batches=2)
+    shards = [BucketLoader(inputs, targets, batch_size=4, shuffle=True, seed=1, chunk_batches=2) for _ in range(2)]
+    for rank, shard in enumerate(shards):
+        shard.shard(rank, 2, pad=True)
+    for epoch in (0, 3):
+        for loader in (single, *shards):
+            loader.set_epoch(epoch)
+        expected, parts = list(single), [list(shard) for shard in shards]
+        assert len(parts[0]) == len(parts[1]) == len(expected) == len(shards[0])
+        for (_, whole), (x0, y0), (x1, y1) in zip(expected, *parts, strict=True):
+            assert sorted(torch.cat([y0, y1]).tolist()) == sorted(whole.tolist())
+            for x, y in ((x0, y0), (x1, y1)):  # each part trimmed to its own longest text
+                assert x.shape[1] == max(1, int(text_lengths(inputs[y]).max()))
+    shards[1].load_state_dict({"epoch": 3, "position": 2, "seed": 1})
+    assert [y.tolist() for _, y in shards[1]] == [y.tolist() for _, y in parts[1][2:]]  # resumes mid-epoch
+    ordered = [BucketLoader(inputs[:9], targets[:9], batch_size=2) for _ in range(2)]
+    for rank, loader in enumerate(ordered):
+        loader.shard(rank, 2, pad=False)
+    assert [[y.tolist() for _, y in loader] for loader in ordered] == [[[0, 2], [4, 6], [8]], [[1, 3], [5, 7]]]
+    assert [len(loader) for loader in ordered] == [3, 2]
+
+
 def test_bucketed_text_data(tmp_path, corpus):
     bundle = build_data(text_config(**corpus, tokenizer="whitespace", min_frequency=1, bucket=True, batch_size=2),
                         seed=0)

@@ -218,3 +218,35 @@ def test_a_decoded_image_folder_trains_in_two_processes_like_one(tmp_path):
     expected, got = _weights(single.folder), _weights(tmp_path / "parallel")
     for name in expected:  # 300 inputs per output: float sums in another order differ by ~1e-5
         assert (expected[name] - got[name]).abs().max() < 5e-5, name
+
+
+def test_bucketed_text_trains_in_two_processes_like_one(tmp_path):
+    """Length-bucketed text batches are sharded per global batch: 2 processes x batch 4 give the
+    weights of 1 process x batch 8 (the padding of each part never changes an EmbeddingBag's output)."""
+    generator = torch.Generator().manual_seed(3)
+    rows = []
+    for index in range(48):  # 36 training rows (divisible by 2), 12 validation rows
+        length = int(torch.randint(1, 12, (1,), generator=generator))
+        ids = torch.randint(0, 30, (length,), generator=generator).tolist()
+        rows.append({"ids": " ".join(map(str, ids)), "label": "odd" if sum(ids) % 2 else "even"})
+    import pandas as pd
+
+    pd.DataFrame(rows[:36]).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows[36:]).to_csv(tmp_path / "valid.csv", index=False)
+    recipe = {
+        "name": "buckets", "seed": 1,
+        "data": {"source": "text", "train": str(tmp_path / "train.csv"), "valid": str(tmp_path / "valid.csv"),
+                 "text": "ids", "target": "label", "tokenizer": "ids", "bucket": True,
+                 "batch_size": 2 * PER_PROCESS_BATCH},
+        "model": {"name": "EmbeddingBagClassifier", "embed_dim": 8},
+        "optimizer": {"name": "SGD", "lr": 0.5, "momentum": 0.9},
+        "train": {"epochs": 2, "device": "cpu", "precision": "32"},
+        "log": {"tensorboard": False, "plots": False, "progress": "none"},
+    }
+    single = trainlab.train(recipe, out=tmp_path / "single")
+    torchrun(tmp_path, "train", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "parallel"),
+             f"data.batch_size={PER_PROCESS_BATCH}")
+    expected, got = _weights(single.folder), _weights(tmp_path / "parallel")
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6), name
+    _close_records(read_records(single.folder / "metrics.jsonl"), read_records(tmp_path / "parallel/metrics.jsonl"))

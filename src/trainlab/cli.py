@@ -147,7 +147,10 @@ def _finish(run: Any) -> None:
     summary = f"[bold]{run.status}[/bold] after {state.epoch} epochs, {state.step} steps" if state else run.status
     if state is not None and state.best_value is not None:
         summary += f"; best {run.recipe.train.monitor} = {state.best_value:.4g} at step {state.best_step}"
-    err.print(summary)
+    if run.result and run.result.samples_per_second:
+        summary += (f"; {run.result.samples_per_second:,.0f} samples/s after a "
+                    f"{run.result.warmup_seconds:.2f} s first step")
+    err.print(summary, soft_wrap=True)
     print(run.folder)
     if run.status == "interrupted":
         err.print(f"Interrupted; continue with: trainlab resume {run.folder}")

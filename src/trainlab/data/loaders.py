@@ -47,8 +47,8 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> torch
 
 class _Position:
     """Epoch and batch position shared by both loaders. ``shardable``: the loader serves
-    :meth:`indices`, so :meth:`shard` splits it across processes (a subclass with another order
-    says False). ``variable_shapes``: batches differ in shape beyond the batch size (then no cuDNN
+    :meth:`indices` (or splits its own batches, as text bucketing does), so :meth:`shard` splits it
+    across processes; a loader without it is refused under data-parallel training. ``variable_shapes``: batches differ in shape beyond the batch size (then no cuDNN
     autotuning, which would measure every new shape again)."""
 
     shardable = True

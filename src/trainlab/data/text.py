@@ -285,9 +285,14 @@ class BucketLoader(TensorLoader):
     serves exactly the remaining batches. Without ``shuffle`` (validation, test) the order is the
     rows' order. Every batch is trimmed to its longest text (at least one column); this relies on
     padding (id 0) sitting at the end of every row, as every text source here writes it.
+
+    Sharded over ``world`` processes (:meth:`shard`), the batches above are global batches of
+    ``batch_size x world`` samples, and process ``rank`` serves ``batch[rank::world]`` of each, so the
+    processes together train on exactly the batches one process with the global batch size would
+    (training draws pad the epoch with its first samples to a multiple of ``world``, as every
+    loader here does); each process trims its part to its own longest text.
     """
 
-    shardable = False  # its length-bucketed order is not split across processes yet
     variable_shapes = True  # each batch is trimmed to its longest text
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool = False,
@@ -297,18 +302,29 @@ class BucketLoader(TensorLoader):
         self.chunk_batches = chunk_batches
 
     def epoch_batches(self) -> list[torch.Tensor]:
-        """The sample indices of each batch of the current epoch, in serving order (CPU tensors)."""
-        size, count = self.batch_size, self.num_samples
+        """This process's sample indices of each batch of the current epoch, in serving order (CPU tensors)."""
+        batches = self._global_batches()
+        if self.world == 1:
+            return batches
+        parts = [batch[self.rank::self.world] for batch in batches]
+        return [part for part in parts if len(part)]  # an evaluation split's last batch may leave a process out
+
+    def _global_batches(self) -> list[torch.Tensor]:
+        """The batches of every process together (``batch_size x world`` samples each)."""
+        size, count = self.batch_size * self.world, self.dataset_samples
         if not self.shuffle:
             return list(torch.arange(count).split(size))
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(count, generator=generator)  # the same first draw as TensorLoader's order
-        full = count - count % size
+        missing = (-count) % self.world if self.pad else 0
+        if missing:
+            order = torch.cat([order, order.repeat(math.ceil(missing / count))[:missing]])
+        full = len(order) - len(order) % size
         body, tail = order[:full], order[full:]
         chunks = []
         for chunk in body.split(size * self.chunk_batches):
             chunks.append(chunk[torch.sort(self.lengths[chunk], stable=True).indices])
-        batches = list(torch.cat(chunks).view(-1, size)) if chunks else []  # each (batch_size,)
+        batches = list(torch.cat(chunks).view(-1, size)) if chunks else []  # each (batch_size x world,)
         batches = [batches[index] for index in torch.randperm(len(batches), generator=generator).tolist()]
         return batches + ([tail] if len(tail) else [])
 
