@@ -216,3 +216,33 @@ def test_snapshots_of_cuda_tensors_reuse_pinned_buffers_and_hold_the_values():
     assert second.weights["weight"].data_ptr() == first.weights["weight"].data_ptr()  # the buffer is reused
     assert torch.equal(second.weights["weight"], model.weight.detach().cpu())
     assert torch.equal(second.state["momentum"][0], torch.zeros(3))
+
+
+@pytest.mark.gpu
+def test_host_resident_tensors_reach_the_gpu_through_pinned_buffers(tmp_path, monkeypatch):
+    import functools
+
+    from trainlab import pipeline
+    from trainlab.data.loaders import TensorLoader
+    from trainlab.pipeline import _place_data
+
+    inputs, targets = torch.randn(50, 3), torch.arange(50)
+    staged = TensorLoader(inputs, targets, batch_size=8, shuffle=True, seed=4)
+    plain = TensorLoader(inputs, targets, batch_size=8, shuffle=True, seed=4)
+    bundle = type("Bundle", (), {"train": staged, "valid": None, "test": None})()
+    _place_data(bundle, torch.device("cuda"), limit_bytes=0)  # too large to keep on the GPU
+    assert staged.staged_to == torch.device("cuda") and not staged.inputs.is_cuda
+    for epoch in (0, 1):
+        staged.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        served = list(staged)  # every batch kept: reusing the two buffers must not overwrite them
+        assert all(x.is_cuda and y.is_cuda for x, y in served)
+        for (x, y), (x_cpu, y_cpu) in zip(served, plain, strict=True):
+            assert torch.equal(x.cpu(), x_cpu) and torch.equal(y.cpu(), y_cpu)
+    ordered = TensorLoader(inputs, targets, batch_size=16).stage_to(torch.device("cuda"))
+    assert torch.equal(torch.cat([x for x, _ in ordered]).cpu(), inputs)
+    recipe = image_recipe(device="cuda", precision="32", deterministic=True)
+    resident = trainlab.train(recipe, out=tmp_path / "resident")
+    monkeypatch.setattr(pipeline, "_place_data", functools.partial(_place_data, limit_bytes=0))
+    streamed = trainlab.train(recipe, out=tmp_path / "staged")  # every split through the pinned buffers
+    assert same_weights(resident.model, streamed.model)

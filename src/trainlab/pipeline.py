@@ -270,7 +270,8 @@ def recipe_hash(recipe: Recipe) -> str:
 
 
 def _place_data(data: DataBundle, device: torch.device, limit_bytes: int = 1 << 30) -> None:
-    """Keep small in-memory splits on the accelerator so batches need no copy."""
+    """Keep small in-memory splits on the accelerator so batches need no copy; larger ones on a
+    CUDA GPU reach it through page-locked buffers, batch by batch."""
     if device.type == "cpu":
         return
     for loader in (data.train, data.valid, data.test):
@@ -278,6 +279,8 @@ def _place_data(data: DataBundle, device: torch.device, limit_bytes: int = 1 << 
             size = loader.inputs.element_size() * loader.inputs.nelement()
             if size <= limit_bytes:
                 loader.to(device)
+            elif device.type == "cuda" and getattr(loader, "stages_batches", False):
+                loader.stage_to(device)
 
 
 def _data_description(data: DataBundle) -> dict[str, Any]:

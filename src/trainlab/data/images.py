@@ -495,6 +495,8 @@ class ImageTensorLoader(TensorLoader):
     each put through ``transform`` (the pipeline after its cached first steps): vectorised on the
     batch's device where possible, else image by image with per-sample seeds."""
 
+    stages_batches = False  # its batches go through the transforms after the gather
+
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, batch_size: int, transform: BatchPipeline,
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False):
         super().__init__(images, targets, batch_size, shuffle, seed, drop_last)

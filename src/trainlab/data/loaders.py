@@ -109,8 +109,23 @@ class _Position:
         self.seed = int(state.get("seed", self.seed))
 
 
+class _Slot:
+    """One page-locked batch buffer and the event that marks its last copy to the device done."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
+        self.inputs = torch.empty((batch_size, *inputs.shape[1:]), dtype=inputs.dtype, pin_memory=True)
+        self.targets = torch.empty((batch_size, *targets.shape[1:]), dtype=targets.dtype, pin_memory=True)
+        self.copied: torch.cuda.Event | None = None
+
+
 class TensorLoader(_Position):
-    """Serves ``(inputs[idx], targets[idx])`` batches from tensors held in memory."""
+    """Serves ``(inputs[idx], targets[idx])`` batches from tensors held in memory.
+
+    Tensors too large to keep on the GPU stay in host memory with :meth:`stage_to`: each batch is
+    gathered straight into one of two page-locked buffers and copied to the device without
+    blocking, so the next batch's gather overlaps the copy and the step before it."""
+
+    stages_batches = True  # subclasses that serve batches their own way say False
 
     def __init__(
         self,
@@ -131,12 +146,40 @@ class TensorLoader(_Position):
         self.seed = seed
         self.drop_last = drop_last
         self._init_position()
+        self.staged_to: torch.device | None = None
+        self._slots: list[_Slot] = []
 
     def to(self, device: torch.device | str) -> TensorLoader:
         """Keep the tensors on ``device`` so batches need no host-to-device copy."""
         self.inputs = self.inputs.to(device)
         self.targets = self.targets.to(device)
         return self
+
+    def stage_to(self, device: torch.device) -> TensorLoader:
+        """Keep the tensors in host memory and serve batches on ``device`` (a CUDA GPU) through two
+        page-locked buffers, allocated at the first batch."""
+        self.staged_to = torch.device(device)
+        return self
+
+    def _staged(self, position: int, rows: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``rows`` gathered into buffer ``position % 2`` and on its way to the device."""
+        if not self._slots:
+            self._slots = [_Slot(self.inputs, self.targets, self.batch_size) for _ in range(2)]
+        slot = self._slots[position % 2]
+        if slot.copied is not None:
+            slot.copied.synchronize()  # the copy out of this buffer, two batches ago, has finished
+        count = len(rows) if isinstance(rows, torch.Tensor) else rows.stop - rows.start
+        inputs, targets = slot.inputs[:count], slot.targets[:count]
+        if isinstance(rows, torch.Tensor):
+            torch.index_select(self.inputs, 0, rows, out=inputs)
+            torch.index_select(self.targets, 0, rows, out=targets)
+        else:
+            inputs.copy_(self.inputs[rows])
+            targets.copy_(self.targets[rows])
+        on_device = (inputs.to(self.staged_to, non_blocking=True), targets.to(self.staged_to, non_blocking=True))
+        slot.copied = torch.cuda.Event()
+        slot.copied.record()
+        return on_device
 
     @property
     def device(self) -> torch.device:
@@ -151,11 +194,13 @@ class TensorLoader(_Position):
             start = self.position * self.batch_size
             stop = min(start + self.batch_size, self.num_samples)
             self.position += 1
-            if shuffled:
-                index = order[start:stop]
-                yield self.inputs[index], self.targets[index]
+            rows = order[start:stop] if shuffled else slice(start, stop)
+            if self.staged_to is not None:
+                yield self._staged(self.position, rows)
+            elif shuffled:
+                yield self.inputs[rows], self.targets[rows]
             else:  # contiguous slices are views: no copy
-                yield self.inputs[start:stop], self.targets[start:stop]
+                yield self.inputs[rows], self.targets[rows]
 
 
 class _ResumableSampler(Sampler[int]):

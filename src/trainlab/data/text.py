@@ -293,6 +293,7 @@ class BucketLoader(TensorLoader):
     loader here does); each process trims its part to its own longest text.
     """
 
+    stages_batches = False  # serves its own trimmed batches
     variable_shapes = True  # each batch is trimmed to its longest text
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool = False,
