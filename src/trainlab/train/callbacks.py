@@ -29,7 +29,8 @@ class Callback(Protocol):
     ``wants_gradients`` (before its first batch), per optimizer step ``on_step`` and ``on_record`` at
     log points, ``on_gradients`` at the epoch's last optimizer step (only if wanted, after the step and
     before ``zero_grad``), ``on_epoch_end`` (after validation, before the epoch's checkpoint);
-    ``on_train_end`` once.
+    ``on_train_end`` once. ``on_step``'s ``samples`` are the step's training samples of every
+    process together (under data-parallel training only rank 0's callbacks run).
     """
 
     def on_train_start(self, total_steps: int, start_step: int) -> None: ...

@@ -308,6 +308,7 @@ def fit(
     mode = monitor_mode(config.monitor, config.mode)
     closure_optimizer = needs_closure(optimizer)
     layout = memory_format(config)
+    world = distributed.world_size()  # every process trains equally many samples per step
 
     state = TrainState()
     meter = Meter(criterion, device, metrics=config.train_metrics)
@@ -454,7 +455,7 @@ def fit(
                 elif per_step_lr:  # the lr changes every step: record each one
                     emit("train", {})
                 try:
-                    callbacks.on_step(state.step, window_samples)
+                    callbacks.on_step(state.step, window_samples * world)  # every process's samples
                 except StopTraining:
                     state.status = "stopped"
                 window_samples = 0
@@ -515,8 +516,7 @@ def fit(
             checkpointer.wait()  # checkpoints written in the background are durable before fit returns
 
     callbacks.on_train_end(state.status)
-    world = distributed.world_size()  # every process trains equally many samples: the throughput is all of theirs
-    warmup = (warmup[0], warmup[1] * world) if warmup is not None else None
+    warmup = (warmup[0], warmup[1] * world) if warmup is not None else None  # the throughput is all of theirs
     result = FitResult(state, last_validation, seconds,
                        *_throughput(seconds, (state.samples - samples_at_start) * world, warmup))
     if state.status == "diverged":
