@@ -74,6 +74,18 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "checkpoints" / "last" / "model.safetensors"))
 
 
+TWO_EPOCHS_QUIETLY = {"train": {"epochs": 2, "device": "cpu", "precision": "32"},
+                      "log": {"tensorboard": False, "plots": False, "progress": "none"}}
+
+
+def _one_and_two_processes(tmp_path: Path, recipe: dict) -> tuple[Path, Path]:
+    """Run folders of ``recipe`` trained in one process (its batch size) and in two (half of it each)."""
+    single = trainlab.train(recipe, out=tmp_path / "single").folder
+    torchrun(tmp_path, "train", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "parallel"),
+             f"data.batch_size={recipe['data']['batch_size'] // 2}")
+    return single, tmp_path / "parallel"
+
+
 def _close_records(left: list[dict], right: list[dict]) -> None:
     assert len(left) == len(right)
     for a, b in zip(left, right):
@@ -209,13 +221,10 @@ def test_a_decoded_image_folder_trains_in_two_processes_like_one(tmp_path):
                  "transforms": {"eval": ["ToTensor", {"Normalize": "dataset"}]}},
         "model": {"layers": ["Flatten", {"Linear": {"out_features": "num_classes"}}]},
         "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
-        "train": {"epochs": 2, "device": "cpu", "precision": "32"},
-        "log": {"tensorboard": False, "plots": False, "progress": "none"},
+        **TWO_EPOCHS_QUIETLY,
     }
-    single = trainlab.train(recipe, out=tmp_path / "single")
-    torchrun(tmp_path, "train", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "parallel"),
-             f"data.batch_size={PER_PROCESS_BATCH}")
-    expected, got = _weights(single.folder), _weights(tmp_path / "parallel")
+    single, parallel = _one_and_two_processes(tmp_path, recipe)
+    expected, got = _weights(single), _weights(parallel)
     for name in expected:  # 300 inputs per output: float sums in another order differ by ~1e-5
         assert (expected[name] - got[name]).abs().max() < 5e-5, name
 
@@ -240,13 +249,10 @@ def test_bucketed_text_trains_in_two_processes_like_one(tmp_path):
                  "batch_size": 2 * PER_PROCESS_BATCH},
         "model": {"name": "EmbeddingBagClassifier", "embed_dim": 8},
         "optimizer": {"name": "SGD", "lr": 0.5, "momentum": 0.9},
-        "train": {"epochs": 2, "device": "cpu", "precision": "32"},
-        "log": {"tensorboard": False, "plots": False, "progress": "none"},
+        **TWO_EPOCHS_QUIETLY,
     }
-    single = trainlab.train(recipe, out=tmp_path / "single")
-    torchrun(tmp_path, "train", str(_write(tmp_path, recipe)), "--out", str(tmp_path / "parallel"),
-             f"data.batch_size={PER_PROCESS_BATCH}")
-    expected, got = _weights(single.folder), _weights(tmp_path / "parallel")
+    single, parallel = _one_and_two_processes(tmp_path, recipe)
+    expected, got = _weights(single), _weights(parallel)
     for name in expected:
         assert torch.allclose(expected[name], got[name], atol=1e-6), name
-    _close_records(read_records(single.folder / "metrics.jsonl"), read_records(tmp_path / "parallel/metrics.jsonl"))
+    _close_records(read_records(single / "metrics.jsonl"), read_records(parallel / "metrics.jsonl"))
