@@ -116,6 +116,19 @@ def test_a_checkpoint_snapshot_is_a_copy_that_training_can_run_past():
     assert torch.equal(taken.state["momentum"][0], torch.ones(2)) and taken.state["position"] == (1, 2)
 
 
+def test_a_run_leaves_no_checkpoint_thread_behind(tmp_path):
+    import threading
+
+    def writers() -> int:
+        return sum(thread.name == "trainlab-checkpoints" for thread in threading.enumerate())
+
+    before = writers()
+    for index in range(3):
+        trainlab.train(tiny_recipe(train={"epochs": 1, "device": "cpu", "precision": "32"}),
+                       out=tmp_path / f"run{index}")
+    assert writers() == before
+
+
 def test_unwrap_strips_torch_compile():
     model = torch.nn.Linear(2, 2)
     assert distributed.unwrap(torch.compile(model)) is model  # nothing compiles until a call

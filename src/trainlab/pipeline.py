@@ -401,6 +401,9 @@ class _Checkpointer:
     def wait(self) -> None:
         self.writer.wait()
 
+    def close(self) -> None:
+        self.writer.close()
+
 
 def _execute(
     folder: Path,
@@ -460,6 +463,7 @@ def _execute(
             checkpointer.wait()
         except Exception:  # noqa: BLE001 - the error that stopped training is the one to report
             pass
+        checkpointer.close()
         if isinstance(error, TrainingDiverged):
             runs.write_status(folder, "diverged")
         elif isinstance(error, KeyboardInterrupt):
@@ -468,6 +472,7 @@ def _execute(
             runs.write_status(folder, "failed", error=f"{type(error).__name__}: {error}")
         _record(folder, recipe, index_root)
         raise
+    checkpointer.close()  # fit() waited for every checkpoint: the writer's thread ends with the run
     status = result.state.status
     runs.write_status(
         folder, status, step=result.state.step, epoch=result.state.epoch,

@@ -217,7 +217,9 @@ def finish_checkpoint(partial: Path, folder: Path, meta: dict[str, Any]) -> Path
 
 class BackgroundWriter:
     """One worker thread that finishes checkpoints (fsync, hash, swap) in order while training
-    goes on. ``wait()`` blocks until every job is done and re-raises a job's error.
+    goes on. ``wait()`` blocks until every job is done and re-raises a job's error; ``close()``
+    lets the jobs finish and ends the thread (one run's writer must not outlive the run: a Python
+    caller may train hundreds of runs in one process).
 
     A kill while a job runs is a kill during a checkpoint write: the atomic swap protocol leaves
     a complete checkpoint either way.
@@ -232,6 +234,9 @@ class BackgroundWriter:
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
+            if job is None:  # close()
+                self._jobs.task_done()
+                return
             try:
                 if self._error is None:
                     job()
@@ -247,6 +252,12 @@ class BackgroundWriter:
     def wait(self) -> None:
         self._jobs.join()
         self._raise()
+
+    def close(self) -> None:
+        """Finish the queued jobs and end the thread (an error they raise stays for ``wait()``)."""
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
 
     def _raise(self) -> None:
         if self._error is not None:
