@@ -338,6 +338,7 @@ def run_size(size: Size, args: argparse.Namespace, folder: Path) -> dict[str, An
     measured = alternate_rounds(contenders, one, args.rounds, args.max_others, args.max_attempts, args.budget_seconds,
                                 lambda name, t: f"{name} save {t.save_seconds:.3f}s, durable {t.durable_seconds:.3f}s, "
                                                 f"load {t.load_seconds:.3f}s", warmup=not args.quick)
+    checkpointer.close()  # as a run does when it ends
     timings = {name: [round_[name] for round_ in measured.chosen] for name in (TRAINLAB, BASELINE)}
     breakdown = trainlab_breakdown(root, model, optimizer)
 
