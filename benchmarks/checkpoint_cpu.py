@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import itertools
 import os
 import statistics
@@ -251,20 +250,13 @@ def run_hand_written(root: Path, model: nn.Module, optimizer: torch.optim.Optimi
     return CheckpointTiming(saved - started, durable - started, loaded - load_started, 0.0, size)
 
 
-def sha256(path: Path) -> str:
-    """The file's SHA-256 read in 1 MiB chunks, as trainlab's checkpoint module hashes it."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def trainlab_breakdown(root: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """The work of one trainlab checkpoint, one library call at a time, in seconds (one shot, so
     noisier than the rounds): what the checkpointer runs in the loop's thread or in the background
     depends on its version; the parts are the same."""
     from safetensors.torch import save_file
+
+    from trainlab.train.checkpoint import _sha256  # the hash every checkpoint file gets
 
     folder = root / "breakdown"
     folder.mkdir(exist_ok=True)
@@ -273,17 +265,14 @@ def trainlab_breakdown(root: Path, model: nn.Module, optimizer: torch.optim.Opti
     state = training_state(optimizer)
     parts["training_state"] = time.perf_counter() - started
     started = time.perf_counter()
-    weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    copied_state = {key: ({name: value.clone() if isinstance(value, torch.Tensor) else value
-                           for name, value in value.items()} if isinstance(value, dict) else value)
-                    for key, value in state["optimizer"]["state"].items()}
-    parts["copy_tensors"] = time.perf_counter() - started  # a CPU snapshot: every weight and optimizer tensor cloned
-    del copied_state
+    taken = checkpoints.snapshot(model, state)  # what the loop waits for: every tensor copied
+    parts["copy_tensors"] = time.perf_counter() - started
+    weights = taken.weights
     started = time.perf_counter()
-    save_file(weights, str(folder / checkpoints.MODEL_FILE))
+    save_file(weights, str(folder / checkpoints.MODEL_FILE), metadata=taken.metadata)
     parts["safetensors_save_file"] = time.perf_counter() - started
     started = time.perf_counter()
-    torch.save(state, folder / checkpoints.STATE_FILE)
+    torch.save(taken.state, folder / checkpoints.STATE_FILE)
     parts["torch_save_state"] = time.perf_counter() - started
     started = time.perf_counter()
     for name in (checkpoints.MODEL_FILE, checkpoints.STATE_FILE):
@@ -291,7 +280,7 @@ def trainlab_breakdown(root: Path, model: nn.Module, optimizer: torch.optim.Opti
     parts["fsync"] = time.perf_counter() - started
     started = time.perf_counter()
     for name in (checkpoints.MODEL_FILE, checkpoints.STATE_FILE):
-        sha256(folder / name)
+        _sha256(folder / name)
     parts["sha256"] = time.perf_counter() - started
     started = time.perf_counter()
     torch.save(weights, folder / "weights.pt")

@@ -14,6 +14,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,6 +200,25 @@ class Rounds:
     chosen: list[dict[str, Measurement]]
     attempts: int
     quiet: int
+
+
+def train_in_process(recipe: dict[str, Any]) -> tuple[Measurement, Any]:
+    """``trainlab.train(recipe)`` into a temporary run folder, the path ``trainlab train`` takes.
+    Returns fit()'s own figures as a Measurement (setup = the rest of the wall time) and the Run."""
+    import trainlab
+
+    with tempfile.TemporaryDirectory(prefix="trainlab-bench-") as tmp:
+        started = time.perf_counter()
+        run = trainlab.train(recipe, out=Path(tmp) / "run")
+        wall = time.perf_counter() - started
+    result = run.result
+    return Measurement(
+        samples_per_second=result.samples_per_second,
+        train_seconds=result.seconds,
+        setup_seconds=wall - result.seconds,
+        samples=result.state.samples,
+        steps=result.state.step,
+    ), run
 
 
 def verified(name: str, measurement: Measurement, steps: int, samples: int, threads: int) -> Measurement:

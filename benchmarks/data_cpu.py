@@ -36,7 +36,6 @@ import argparse
 import math
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -56,6 +55,7 @@ from common import (
     alternate_rounds,
     machine,
     mlp_layers,
+    train_in_process,
     verified,
     write_json,
 )
@@ -176,18 +176,8 @@ def make_recipe(shape: Shape, samples: int, epochs: int) -> dict[str, Any]:
 
 
 def run_trainlab(recipe: dict[str, Any]) -> tuple[Measurement, nn.Module]:
-    with tempfile.TemporaryDirectory(prefix="trainlab-bench-") as tmp:
-        started = time.perf_counter()
-        run = trainlab.train(recipe, out=Path(tmp) / "run")
-        wall = time.perf_counter() - started
-    result = run.result
-    return Measurement(
-        samples_per_second=result.samples_per_second,
-        train_seconds=result.seconds,
-        setup_seconds=wall - result.seconds,
-        samples=result.state.samples,
-        steps=result.state.step,
-    ), run.model
+    measurement, run = train_in_process(recipe)
+    return measurement, run.model
 
 
 def _model_and_optimizer(shape: Shape) -> tuple[nn.Module, torch.optim.Optimizer]:

@@ -338,8 +338,8 @@ def run_trainlab(args: argparse.Namespace, space: Workspace, layout: Layout, obs
     assert shapes == space.reference_shapes, f"architectures differ: {shapes} vs {space.reference_shapes}"
     steps, seconds = int(status["step"]), float(status["seconds"])  # fit()'s timing on rank 0 (rounded to 1 ms)
     samples = steps * args.batch_size  # every step takes one full global batch (samples % batch == 0)
-    # status.json's own samples_per_second is not used: it has meant rank 0's shard only (commit
-    # 9c7f7e9) and, later, every process's samples after the first step. Kept for the report.
+    # status.json's own samples_per_second leaves the first step out, and the hand-written loop is
+    # timed with it, so both use whole-loop seconds; the status figure is kept for the report.
     if layout.processes > 1:
         observed.status_samples_per_second.append(float(status["samples_per_second"]))
         observed.global_samples_per_second.append(samples / seconds)

@@ -44,7 +44,6 @@ import gc
 import math
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -63,13 +62,13 @@ from common import (
     Measurement,
     alternate_rounds,
     machine,
+    train_in_process,
     verified,
     write_json,
 )
 from data_cpu import CNN_LAYERS, cnn_model
 from mlp_cpu import lightning_available, quiet_lightning
 
-import trainlab
 from trainlab.data import build_data
 from trainlab.recipe import Recipe
 
@@ -191,17 +190,14 @@ def batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, epochs
 
 def run_trainlab(recipe: dict[str, Any]) -> tuple[GpuMeasurement, list[tuple[int, ...]]]:
     before = fresh_memory()
-    with tempfile.TemporaryDirectory(prefix="trainlab-bench-") as tmp:
-        started = time.perf_counter()
-        run = trainlab.train(recipe, out=Path(tmp) / "run")
-        wall = time.perf_counter() - started
-    result = run.result
+    measurement, run = train_in_process(recipe)
+    warmup = run.result.warmup_seconds
     shapes = [tuple(p.shape) for p in run.model.parameters()]
     peak = torch.cuda.max_memory_allocated() - before
     del run
-    return GpuMeasurement(result.samples_per_second, result.seconds - result.warmup_seconds, wall - result.seconds,
-                          result.state.samples, result.state.step, peak_memory_bytes=peak,
-                          warmup_seconds=result.warmup_seconds), shapes
+    return GpuMeasurement(measurement.samples_per_second, measurement.train_seconds - warmup,
+                          measurement.setup_seconds, measurement.samples, measurement.steps,
+                          peak_memory_bytes=peak, warmup_seconds=warmup), shapes
 
 
 def _model_and_optimizer(case: Case, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:

@@ -45,11 +45,11 @@ from common import (
     mlp_layers,
     report,
     table,
+    train_in_process,
     verified,
     write_json,
 )
 
-import trainlab
 from trainlab.data import build_data
 from trainlab.recipe import Recipe
 
@@ -137,18 +137,8 @@ def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Op
 
 
 def run_trainlab(args: argparse.Namespace, recipe: dict[str, Any]) -> tuple[Measurement, nn.Module]:
-    with tempfile.TemporaryDirectory(prefix="trainlab-bench-") as tmp:
-        started = time.perf_counter()
-        run = trainlab.train(recipe, out=Path(tmp) / "run")
-        wall = time.perf_counter() - started
-    result = run.result
-    return Measurement(
-        samples_per_second=result.samples_per_second,
-        train_seconds=result.seconds,
-        setup_seconds=wall - result.seconds,
-        samples=result.state.samples,
-        steps=result.state.step,
-    ), run.model
+    measurement, run = train_in_process(recipe)
+    return measurement, run.model
 
 
 def run_hand_written(args: argparse.Namespace, inputs: torch.Tensor, targets: torch.Tensor,

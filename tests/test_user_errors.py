@@ -84,3 +84,18 @@ def test_a_training_state_with_other_metrics_is_refused_by_the_loop():
     with pytest.raises(TrainlabError, match=r"the checkpoint's training metrics \(loss\) differ from this run's "
                                             r"\(loss, accuracy\): train.train_metrics cannot change when resuming"):
         Meter(criterion, torch.device("cpu")).load_state_dict(lean)
+
+
+def test_a_loader_that_cannot_be_sharded_is_refused_under_data_parallel_training(monkeypatch):
+    from types import SimpleNamespace
+
+    from trainlab.train import distributed
+
+    class OwnLoader:  # a Python caller's loader: no shard()
+        pass
+
+    bundle = SimpleNamespace(train=OwnLoader(), valid=None)
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    with pytest.raises(TrainlabError, match=r"served by a OwnLoader, which cannot be split across processes yet; "
+                                            r"train it in one process \(without torchrun / --devices\)"):
+        distributed.shard_data(bundle)

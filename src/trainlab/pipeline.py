@@ -459,11 +459,7 @@ def _execute(
     try:
         result = run_fit(CallbackList(callbacks), checkpointer)
     except BaseException as error:
-        try:  # let checkpoints in flight finish: the run folder is left consistent
-            checkpointer.wait()
-        except Exception:  # noqa: BLE001 - the error that stopped training is the one to report
-            pass
-        checkpointer.close()
+        checkpointer.close()  # checkpoints in flight finish, the run folder stays consistent; this error is the one
         if isinstance(error, TrainingDiverged):
             runs.write_status(folder, "diverged")
         elif isinstance(error, KeyboardInterrupt):

@@ -71,15 +71,11 @@ def problems(recipe: Recipe, input_shape: tuple[int, ...], device: torch.device 
         found.append(Problem(
             "train.channels_last", f"channels-last applies to image batches (B, C, H, W); this data gives samples "
             f"of shape ({shape})", train.channels_last, hint="Remove train.channels_last for this data."))
-    if compile_mode(train) is not None:
-        if not hasattr(torch, "compile"):
-            found.append(Problem("train.compile", f"torch {torch.__version__} has no torch.compile",
-                                 train.compile, hint="Install torch 2.0 or newer, or set train.compile: false."))
-        elif device is not None and device.type == "cpu" and _cpp_compiler() is None:
-            found.append(Problem(
-                "train.compile", "torch.compile on the CPU generates C++ and needs a C++ compiler, and none was found "
-                "(looked for $CXX, g++, c++, clang++)", train.compile,
-                hint="Install one (e.g. `apt-get install g++`), or set train.compile: false."))
+    if compile_mode(train) is not None and device is not None and device.type == "cpu" and _cpp_compiler() is None:
+        found.append(Problem(
+            "train.compile", "torch.compile on the CPU generates C++ and needs a C++ compiler, and none was found "
+            "(looked for $CXX, g++, c++, clang++)", train.compile,
+            hint="Install one (e.g. `apt-get install g++`), or set train.compile: false."))
     return found
 
 
