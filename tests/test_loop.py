@@ -160,3 +160,109 @@ def test_cuda_bf16_training(tmp_path):
     run = trainlab.train(tiny_recipe(train={"epochs": 2, "device": "cuda", "precision": "bf16-mixed"}),
                          out=tmp_path / "run")
     assert run.status == "finished" and next(run.model.parameters()).is_cuda
+
+
+# ----------------------------------------------------------------------------------- the meter
+
+
+def _meter_batches(shapes: list[tuple[int, ...]], classes: int = 5) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(*shape, classes, generator=generator),
+             torch.randint(0, classes, shape, generator=generator)) for shape in shapes]
+
+
+def _criterion(reduction: str = "mean"):
+    from trainlab.data.spec import DataSpec
+    from trainlab.recipe.schema import LossConfig
+    from trainlab.train.losses import build_loss
+
+    spec = DataSpec(task="classification", input_shape=(4,), num_classes=5)
+    return build_loss(LossConfig(name="CrossEntropyLoss", reduction=reduction), spec)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_meter_sums_batches_of_any_size_like_a_direct_computation(reduction):
+    """Uneven batch sizes (counts weigh mean losses) and more batches than one flush holds: the
+    averages equal the plain per-sample computation."""
+    from trainlab.train.loop import Meter
+
+    criterion = _criterion(reduction)
+    meter = Meter(criterion, torch.device("cpu"))
+    losses, correct, samples = 0.0, 0, 0
+    for outputs, targets in _meter_batches([(7,), (3,), (7,)] * 15):  # 45 batches
+        loss = criterion(outputs, targets)
+        meter.add(loss, outputs, targets)
+        losses += float(loss) * (outputs.shape[0] if reduction == "mean" else 1)
+        correct += int((outputs.argmax(1) == targets).sum())
+        samples += outputs.shape[0]
+    averages = meter.epoch()
+    assert averages["loss"] == pytest.approx(losses / samples, rel=1e-6)
+    assert averages["accuracy"] == pytest.approx(correct / samples, rel=1e-12)
+    assert meter.count == 0 and meter.epoch() == {}
+
+
+class _SummingCriterion:
+    """The part of a criterion the meter uses; its metric takes outputs of any shape."""
+
+    reduction = "mean"
+    metric_names = ("total",)
+
+    def batch_metrics(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"total": outputs.reshape(outputs.shape[0], -1).sum(1).sum()}
+
+
+def test_meter_reduces_held_outputs_before_one_of_another_shape():
+    """Outputs whose shape past the batch dimension changes (a sequence model on bucketed text)
+    cannot be concatenated with the held ones: the meter reduces those first and keeps every sum."""
+    from trainlab.train.loop import Meter
+
+    meter = Meter(_SummingCriterion(), torch.device("cpu"))
+    total, samples = 0.0, 0
+    for length in (6, 6, 3, 3, 3, 9, 6):
+        outputs = torch.full((4, length), 0.5)
+        meter.add(torch.tensor(1.0), outputs, torch.zeros(4))
+        total, samples = total + float(outputs.sum()), samples + 4
+    assert meter.epoch() == {"loss": 1.0, "total": pytest.approx(total / samples)}
+
+
+def test_meter_resumed_from_its_state_mid_flush_continues_exactly():
+    """A checkpoint taken while batches are held (not yet reduced) restores them as they were: the
+    resumed meter's windows and epoch equal the uninterrupted meter's, bit for bit."""
+    from trainlab.train.loop import Meter
+
+    criterion = _criterion()
+    batches = _meter_batches([(6,), (6,), (2,)] * 13)
+    whole = Meter(criterion, torch.device("cpu"))
+    first = Meter(criterion, torch.device("cpu"))
+    windows_whole, windows_resumed = [], []
+    for index, (outputs, targets) in enumerate(batches[:20]):
+        for meter in (whole, first):
+            meter.add(criterion(outputs, targets), outputs, targets)
+        if index == 9:
+            windows_whole.append(whole.window())
+            windows_resumed.append(first.window())
+    state = first.state_dict()
+    assert len(state["held"]["losses"]) == 10 and len(state["held"]["outputs"]) == 10  # held, not reduced
+    resumed = Meter(criterion, torch.device("cpu"))
+    resumed.load_state_dict(state)
+    for outputs, targets in batches[20:]:
+        for meter in (whole, resumed):
+            meter.add(criterion(outputs, targets), outputs, targets)
+    windows_whole.append(whole.window())
+    windows_resumed.append(resumed.window())
+    assert windows_resumed == windows_whole
+    assert resumed.epoch() == whole.epoch()
+
+
+def test_meter_without_metrics_holds_only_losses():
+    from trainlab.train.loop import Meter
+
+    criterion = _criterion()
+    meter = Meter(criterion, torch.device("cpu"), metrics=False)
+    outputs, targets = _meter_batches([(8,)])[0]
+    meter.add(criterion(outputs, targets), outputs, targets)
+    state = meter.state_dict()
+    assert state["held"]["outputs"] == [] and state["held"]["targets"] == [] and len(state["held"]["losses"]) == 1
+    restored = Meter(criterion, torch.device("cpu"), metrics=False)
+    restored.load_state_dict(state)
+    assert restored.epoch() == meter.epoch() == {"loss": pytest.approx(float(criterion(outputs, targets)))}

@@ -183,7 +183,8 @@ class TensorLoader(_Position):
 
     @property
     def device(self) -> torch.device:
-        return self.inputs.device
+        """The device batches are served on: the staging device, else where the tensors are."""
+        return self.staged_to or self.inputs.device
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = len(self)

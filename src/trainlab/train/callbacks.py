@@ -95,6 +95,9 @@ class CallbackList(BaseCallback):
     def __init__(self, callbacks: list[Any]):
         self.callbacks = list(callbacks)
         self._gradient_readers: list[Any] = []
+        # on_step runs every optimizer step: only the callbacks that do something in it are called.
+        self._steppers = [callback for callback in self.callbacks
+                          if getattr(type(callback), "on_step", None) is not BaseCallback.on_step]
 
     def on_train_start(self, total_steps: int, start_step: int) -> None:
         for callback in self.callbacks:
@@ -106,7 +109,7 @@ class CallbackList(BaseCallback):
                 callback.on_first_batch(inputs, targets)
 
     def on_step(self, step: int, samples: int) -> None:
-        for callback in self.callbacks:
+        for callback in self._steppers:
             callback.on_step(step, samples)
 
     def on_record(self, record: dict[str, Any]) -> None:
@@ -242,11 +245,10 @@ class TensorBoardLogger(BaseCallback):
 
     def on_record(self, record: dict[str, Any]) -> None:
         step, split = record["step"], record["split"]
-        for key, value in record.items():
-            if key in ("step", "epoch", "split", "time") or not isinstance(value, (int, float)):
-                continue
-            tag = key if key in ("lr", "momentum") else f"{split}/{key}"
-            self.writer.add_scalar(tag, value, step)
+        scalars = {key if key in ("lr", "momentum") else f"{split}/{key}": value for key, value in record.items()
+                   if key not in ("step", "epoch", "split", "time") and isinstance(value, (int, float))}
+        if scalars:
+            self.board.log_scalars(self.writer, scalars, step)
         if split == "valid":
             self._last_valid = {key: value for key, value in record.items()
                                 if key not in ("step", "epoch", "split", "time") and isinstance(value, (int, float))}

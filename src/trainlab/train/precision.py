@@ -15,6 +15,8 @@ import torch
 
 from trainlab.recipe.errors import TrainlabError
 
+AUTOCAST_DTYPES = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
 
 def choose_device(name: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an explicit device must exist."""
@@ -46,9 +48,10 @@ class Precision:
 
     @property
     def dtype(self) -> torch.dtype | None:
-        return {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(self.name)
+        return AUTOCAST_DTYPES.get(self.name)
 
     def autocast(self) -> ContextManager[Any]:
+        """The forward pass's context; the object can be entered again and again (not nested)."""
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
