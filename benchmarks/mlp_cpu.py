@@ -6,6 +6,9 @@ Contenders, run in one process and alternating round by round after a warm-up ro
                 (``run.result.samples_per_second``: the training loop including its logging,
                 metric sums and end-of-epoch checkpoint writes); setup is the rest of the wall
                 time of ``trainlab.train`` (validation, data generation, run folder, status files).
+                One train record per epoch, no TensorBoard.
+- trainlab (default logging): the same recipe with trainlab's logging defaults: a train record
+                every ``train.log_every`` steps into metrics.jsonl and TensorBoard scalars.
 - hand-written: the loop a PyTorch user writes (randperm per epoch, index slicing, forward, loss,
                 backward, step, zero_grad(set_to_none=True)) on the very tensors trainlab trains on.
 - lightning:    a LightningModule and a TensorDataset DataLoader (no logger, no checkpointing, no
@@ -55,6 +58,7 @@ from trainlab.recipe import Recipe
 
 CASE = "mlp_cpu"
 BOOKKEEPING = "hand-written+bookkeeping"
+DEFAULT_LOGGING = "trainlab (default logging)"
 SEED = 0
 
 
@@ -90,9 +94,11 @@ def optimizer_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {"lr": 1e-3}
 
 
-def make_recipe(args: argparse.Namespace) -> dict[str, Any]:
+def make_recipe(args: argparse.Namespace, default_logging: bool = False) -> dict[str, Any]:
+    """The case's recipe: one train record per epoch and no TensorBoard, or with ``default_logging``
+    trainlab's logging defaults (log_every, TensorBoard scalars)."""
     layers = mlp_layers(args.hidden)
-    return {
+    recipe = {
         "name": "bench-mlp-cpu",
         "seed": SEED,
         "data": {
@@ -116,6 +122,10 @@ def make_recipe(args: argparse.Namespace) -> dict[str, Any]:
         },
         "log": {"tensorboard": False, "plots": False, "progress": "none"},
     }
+    if default_logging:
+        del recipe["train"]["log_every"]
+        recipe["log"] = {"plots": False, "progress": "none"}  # plots are drawn after fit(), outside its timing
+    return recipe
 
 
 def make_mlp(args: argparse.Namespace) -> nn.Module:
@@ -245,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     recipe = make_recipe(args)
+    logging_recipe = make_recipe(args, default_logging=True)
 
     # The tensors trainlab trains on: the same source, config and seed that trainlab.train uses.
     config = Recipe.model_validate(recipe)
@@ -253,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     expected_steps = args.epochs * math.ceil(len(inputs) / args.batch_size)
 
     contenders = [Contender("trainlab", note="fit() timing: includes logging, metric sums, end-of-epoch checkpoints"),
+                  Contender(DEFAULT_LOGGING, note="the same with train.log_every and TensorBoard at their defaults"),
                   Contender(BASELINE),
                   Contender(BOOKKEEPING, note="hand-written + on-device loss/accuracy sums + a checkpoint per epoch")]
     skipped: dict[str, str] = {}
@@ -274,8 +286,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"torch threads {info['torch_threads']}")
 
     def one(name: str) -> Measurement:
-        if name == "trainlab":
-            measurement, model = run_trainlab(args, recipe)
+        if name in ("trainlab", DEFAULT_LOGGING):
+            measurement, model = run_trainlab(args, recipe if name == "trainlab" else logging_recipe)
             reference = make_mlp(args)
             shapes = [tuple(p.shape) for p in model.parameters()]
             assert shapes == [tuple(p.shape) for p in reference.parameters()], f"architectures differ: {shapes}"
