@@ -81,10 +81,15 @@ class _Position:
         order = epoch_order(self.dataset_samples, self.seed, self.epoch, self.shuffle)
         if self.world == 1:
             return order
+        return self.padded(order)[self.rank::self.world]
+
+    def padded(self, order: torch.Tensor) -> torch.Tensor:
+        """An epoch's global ``order``, extended by its own first samples to a multiple of ``world``
+        when this loader pads (a training split: every process gets as many samples)."""
         missing = (-len(order)) % self.world if self.pad else 0
-        if missing:
-            order = torch.cat([order, order.repeat(math.ceil(missing / len(order)))[:missing]])
-        return order[self.rank::self.world]
+        if not missing:
+            return order
+        return torch.cat([order, order.repeat(math.ceil(missing / len(order)))[:missing]])
 
     def __len__(self) -> int:
         if self.drop_last:

@@ -316,10 +316,7 @@ class BucketLoader(TensorLoader):
         if not self.shuffle:
             return list(torch.arange(count).split(size))
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        order = torch.randperm(count, generator=generator)  # the same first draw as TensorLoader's order
-        missing = (-count) % self.world if self.pad else 0
-        if missing:
-            order = torch.cat([order, order.repeat(math.ceil(missing / count))[:missing]])
+        order = self.padded(torch.randperm(count, generator=generator))  # the same first draw as TensorLoader's order
         full = len(order) - len(order) % size
         body, tail = order[:full], order[full:]
         chunks = []
