@@ -65,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     BASELINE,
     Contender,
+    add_round_options,
     alternate_rounds,
     machine,
     source_revision,
@@ -130,20 +131,12 @@ class CheckpointTiming:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--sizes", default="1m,11m,50m", help=f"models, comma separated, of {', '.join(SIZES)}")
-    parser.add_argument("--rounds", type=int, default=7, help="measured rounds per contender, after one warm-up round")
     parser.add_argument("--dir", default=None,
                         help="folder to write the checkpoints in (default: the system's temporary folder); its file\n"
                              "system decides what fsync costs")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: the 1m and 11m models, 1 round, no warm-up round (measures nothing)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch.set_num_threads for both contenders (default: torch's default)")
-    parser.add_argument("--max-others", type=float, default=0.10,
-                        help="a round counts only if other processes used at most this share of the CPUs meanwhile")
-    parser.add_argument("--max-attempts", type=int, default=None, help="rounds tried at most per model (default 3 x rounds)")
-    parser.add_argument("--budget-seconds", type=float, default=90.0,
-                        help="per model: stop retrying contended rounds after this long")
-    parser.add_argument("--json", type=str, default=None, metavar="PATH", help="also write the results as JSON")
+    add_round_options(parser, rounds=7, attempts=3, budget_seconds=90.0, per="model")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.rounds, args.max_attempts = "1m,11m", 1, 1

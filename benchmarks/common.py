@@ -9,6 +9,7 @@ same round, and the median of those per-round ratios is the headline number.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -23,6 +24,52 @@ from typing import Any
 import torch
 
 BASELINE = "hand-written"
+
+
+def add_round_options(parser: argparse.ArgumentParser, *, rounds: int, attempts: int, budget_seconds: float,
+                      per: str = "", budget_help: str | None = None, threads: bool = True) -> None:
+    """The options of the measuring rules the CPU cases share (docs/benchmarks.md, "How a case
+    measures"): rounds, torch threads, the contended-round rule and its retry budget, the JSON
+    output. ``per`` names what attempts and budget count per ("model", "case"); ``attempts`` is the
+    default of ``--max-attempts`` as a multiple of ``--rounds`` (the case applies it after parsing)."""
+    scope = f" per {per}" if per else ""
+    parser.add_argument("--rounds", type=int, default=rounds, help="measured rounds per contender, after one warm-up round")
+    if threads:
+        parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                            help="torch.set_num_threads for every contender (default: torch's default)")
+    parser.add_argument("--max-others", type=float, default=0.10,
+                        help="a round counts only if other processes used at most this share of the CPUs meanwhile")
+    parser.add_argument("--max-attempts", type=int, default=None,
+                        help=f"rounds tried at most{scope} (default {attempts} x rounds)")
+    parser.add_argument("--budget-seconds", type=float, default=budget_seconds,
+                        help=budget_help or f"{scope.strip() + ': ' if per else ''}stop retrying contended rounds after this long")
+    parser.add_argument("--json", type=str, default=None, metavar="PATH", help="also write the results as JSON")
+
+
+def synthetic_classification(shape: list[int], samples: int, classes: int, batch_size: int) -> dict[str, Any]:
+    """A recipe's data section: ``source: synthetic`` classification, all of it for training."""
+    return {"source": "synthetic", "task": "classification", "shape": list(shape), "num_samples": samples,
+            "num_classes": classes, "batch_size": batch_size, "split": {"valid": 0.0, "test": 0.0}}
+
+
+def cpu_training(epochs: int) -> dict[str, Any]:
+    """A recipe's train and log sections for a CPU case measured by fit()'s own timing: float32, one
+    train record per epoch (the end-of-epoch flush), no validation split, no TensorBoard, plots or bar."""
+    return {
+        "train": {"epochs": epochs, "device": "cpu", "precision": "32", "log_every": 1_000_000,
+                  "monitor": "train/loss"},
+        "log": {"tensorboard": False, "plots": False, "progress": "none"},
+    }
+
+
+def mlp(features: int, hidden: list[int], classes: int) -> torch.nn.Sequential:
+    """By hand, the architecture trainlab builds from :func:`mlp_layers`."""
+    modules: list[torch.nn.Module] = []
+    width = features
+    for size in hidden:
+        modules += [torch.nn.Linear(width, size), torch.nn.ReLU()]
+        width = size
+    return torch.nn.Sequential(*modules, torch.nn.Linear(width, classes))
 
 
 def mlp_layers(hidden: list[int]) -> list[Any]:

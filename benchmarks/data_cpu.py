@@ -52,9 +52,12 @@ from common import (
     BASELINE,
     Contender,
     Measurement,
+    add_round_options,
     alternate_rounds,
+    cpu_training,
     machine,
     mlp_layers,
+    synthetic_classification,
     train_in_process,
     verified,
     write_json,
@@ -124,20 +127,12 @@ SHAPES = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--case", choices=("mlp", "cnn", "all"), default="all")
-    parser.add_argument("--rounds", type=int, default=10, help="measured rounds per contender, after one warm-up round")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run (epoch time = loop seconds / epochs)")
     parser.add_argument("--samples", type=int, default=None,
                         help="training samples of the chosen case(s) (default: 100000 mlp, 20000 cnn)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: few samples, 1 epoch, warm-up + 1 round, no retries (measures nothing)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch.set_num_threads for every contender (default: torch's default)")
-    parser.add_argument("--max-others", type=float, default=0.10,
-                        help="a round counts only if other processes used at most this share of the CPUs meanwhile")
-    parser.add_argument("--max-attempts", type=int, default=None, help="rounds tried at most per case (default 4 x rounds)")
-    parser.add_argument("--budget-seconds", type=float, default=240.0,
-                        help="per case: stop retrying contended rounds after this long")
-    parser.add_argument("--json", type=str, default=None, metavar="PATH", help="also write the results as JSON")
+    add_round_options(parser, rounds=10, attempts=4, budget_seconds=240.0, per="case")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.epochs, args.max_attempts = 1, 1, 1
@@ -149,26 +144,11 @@ def make_recipe(shape: Shape, samples: int, epochs: int) -> dict[str, Any]:
     return {
         "name": f"bench-data-{shape.name}",
         "seed": SEED,
-        "data": {
-            "source": "synthetic",
-            "task": "classification",
-            "shape": list(shape.sample_shape),
-            "num_samples": samples,
-            "num_classes": shape.classes,
-            "batch_size": shape.batch_size,
-            "split": {"valid": 0.0, "test": 0.0},
-        },
+        "data": synthetic_classification(list(shape.sample_shape), samples, shape.classes, shape.batch_size),
         "model": {"layers": shape.layers},
         "loss": {"name": "CrossEntropyLoss"},
         "optimizer": {"name": "SGD", "lr": shape.lr, "momentum": shape.momentum},
-        "train": {
-            "epochs": epochs,
-            "device": "cpu",
-            "precision": "32",
-            "log_every": 1_000_000,  # one train record per epoch (the end-of-epoch flush)
-            "monitor": "train/loss",  # no validation split
-        },
-        "log": {"tensorboard": False, "plots": False, "progress": "none"},
+        **cpu_training(epochs),
     }
 
 

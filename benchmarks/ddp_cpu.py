@@ -70,10 +70,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Contender,
     Measurement,
+    add_round_options,
     alternate_rounds,
+    cpu_training,
     machine,
+    mlp,
     mlp_layers,
     source_revision,
+    synthetic_classification,
     verified,
     write_json,
 )
@@ -115,7 +119,6 @@ def contender_name(who: str, layout: Layout) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds per contender, after one warm-up round")
     parser.add_argument("--samples", type=int, default=16384, help="synthetic training samples (a multiple of --batch-size)")
     parser.add_argument("--features", type=int, default=64, help="input features per sample")
     parser.add_argument("--classes", type=int, default=10)
@@ -130,13 +133,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="skip the 1 process x 2 threads baseline (fewer launches per round)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: tiny sizes, 1 round, no warm-up round, no retries, no 2-thread baseline")
-    parser.add_argument("--max-others", type=float, default=0.10,
-                        help="a round counts only if other processes used at most this share of the CPUs meanwhile")
-    parser.add_argument("--max-attempts", type=int, default=None, help="rounds tried at most (default 2 x rounds)")
-    parser.add_argument("--budget-seconds", type=float, default=210.0,
-                        help="start no new round after this long, warm-up included (a round launches 6 runs:\n"
-                             "~40-50 s; the 3 default rounds take ~3 minutes)")
-    parser.add_argument("--json", type=str, default=None, metavar="PATH", help="also write the results as JSON")
+    add_round_options(parser, rounds=3, attempts=2, budget_seconds=210.0, threads=False,
+                      budget_help="start no new round after this long, warm-up included (a round launches 6 runs:\n"
+                                  "~40-50 s; the 3 default rounds take ~3 minutes)")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.max_attempts, args.samples, args.epochs = 1, 1, 2048, 1
@@ -154,38 +153,12 @@ def make_recipe(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "name": "bench-ddp-cpu",
         "seed": SEED,
-        "data": {
-            "source": "synthetic",
-            "task": "classification",
-            "shape": [args.features],
-            "num_samples": args.samples,
-            "num_classes": args.classes,
-            "batch_size": args.batch_size,
-            "split": {"valid": 0.0, "test": 0.0},
-        },
+        "data": synthetic_classification([args.features], args.samples, args.classes, args.batch_size),
         "model": {"layers": mlp_layers(args.hidden)},
         "loss": {"name": "CrossEntropyLoss"},
         "optimizer": {"name": "SGD", "lr": 0.05, "momentum": 0.9},
-        "train": {
-            "epochs": args.epochs,
-            "device": "cpu",
-            "precision": "32",
-            "log_every": 1_000_000,  # one train record per epoch (the end-of-epoch flush)
-            "monitor": "train/loss",  # no validation split
-        },
-        "log": {"tensorboard": False, "plots": False, "progress": "none"},
+        **cpu_training(args.epochs),
     }
-
-
-def make_mlp(features: int, hidden: list[int], classes: int) -> nn.Module:
-    """The same architecture trainlab builds from the recipe's ``layers:``."""
-    modules: list[nn.Module] = []
-    width = features
-    for size in hidden:
-        modules += [nn.Linear(width, size), nn.ReLU()]
-        width = size
-    modules.append(nn.Linear(width, classes))
-    return nn.Sequential(*modules)
 
 
 # ----------------------------------------------------------------------------------- the hand-written worker
@@ -212,7 +185,7 @@ def worker_main(argv: list[str]) -> None:
     data = torch.load(config["data"], weights_only=True)
     inputs, targets = data["inputs"], data["targets"]  # (N, F) float32, (N,) int64
     torch.manual_seed(config["seed"])
-    model: nn.Module = make_mlp(config["features"], config["hidden"], config["classes"])
+    model: nn.Module = mlp(config["features"], config["hidden"], config["classes"])
     if world > 1:
         model = DistributedDataParallel(model)  # broadcasts rank 0's initial weights
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"])
@@ -394,7 +367,7 @@ def prepare(args: argparse.Namespace, folder: Path) -> Workspace:
         "data": str(data_path), "seed": SEED, "features": args.features, "hidden": args.hidden,
         "classes": args.classes, "global_batch": args.batch_size, "epochs": args.epochs, "lr": 0.05, "momentum": 0.9,
     }), encoding="utf-8")
-    reference = make_mlp(args.features, args.hidden, args.classes)
+    reference = mlp(args.features, args.hidden, args.classes)
     shapes = sorted(tuple(parameter.shape) for parameter in reference.parameters())
     return Workspace(folder, recipe_path, worker_config, shapes)
 
@@ -445,7 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps_per_epoch = args.samples // args.batch_size
     expected_steps = args.epochs * steps_per_epoch
     expected_samples = args.epochs * args.samples
-    parameters = sum(p.numel() for p in make_mlp(args.features, args.hidden, args.classes).parameters())
+    parameters = sum(p.numel() for p in mlp(args.features, args.hidden, args.classes).parameters())
     info = machine()
     launcher = ("torchrun -m trainlab train" if args.trainlab_launch == "torchrun" else "trainlab train --devices")
     print(f"{CASE}: {args.samples} samples x {args.features} features, {args.classes} classes, MLP hidden {args.hidden} "

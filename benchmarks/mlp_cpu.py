@@ -43,10 +43,14 @@ from common import (
     BASELINE,
     Contender,
     Measurement,
+    add_round_options,
     alternate_rounds,
+    cpu_training,
     machine,
+    mlp,
     mlp_layers,
     report,
+    synthetic_classification,
     table,
     train_in_process,
     verified,
@@ -64,7 +68,6 @@ SEED = 0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10, help="measured rounds per contender, after one warm-up round")
     parser.add_argument("--samples", type=int, default=32768, help="synthetic training samples")
     parser.add_argument("--features", type=int, default=64, help="input features per sample")
     parser.add_argument("--classes", type=int, default=10)
@@ -73,15 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=str, default="256,256", help="hidden layer widths, comma separated")
     parser.add_argument("--optimizer", choices=("SGD", "AdamW"), default="SGD",
                         help="SGD uses momentum 0.9, lr 0.05; AdamW uses lr 1e-3")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch.set_num_threads for every contender (default: torch's default)")
-    parser.add_argument("--max-others", type=float, default=0.10,
-                        help="a round counts only if other processes used at most this share of the CPUs meanwhile")
-    parser.add_argument("--max-attempts", type=int, default=None, help="rounds tried at most (default 4 x rounds)")
-    parser.add_argument("--budget-seconds", type=float, default=170.0,
-                        help="stop retrying contended rounds after this long")
     parser.add_argument("--no-lightning", action="store_true", help="skip PyTorch Lightning even if installed")
-    parser.add_argument("--json", type=str, default=None, metavar="PATH", help="also write the results as JSON")
+    add_round_options(parser, rounds=10, attempts=4, budget_seconds=170.0)
     args = parser.parse_args(argv)
     args.max_attempts = args.max_attempts or 4 * args.rounds
     args.hidden = [int(width) for width in str(args.hidden).split(",") if width.strip()]
@@ -101,26 +97,11 @@ def make_recipe(args: argparse.Namespace, default_logging: bool = False) -> dict
     recipe = {
         "name": "bench-mlp-cpu",
         "seed": SEED,
-        "data": {
-            "source": "synthetic",
-            "task": "classification",
-            "shape": [args.features],
-            "num_samples": args.samples,
-            "num_classes": args.classes,
-            "batch_size": args.batch_size,
-            "split": {"valid": 0.0, "test": 0.0},
-        },
+        "data": synthetic_classification([args.features], args.samples, args.classes, args.batch_size),
         "model": {"layers": layers},
         "loss": {"name": "CrossEntropyLoss"},
         "optimizer": {"name": args.optimizer, **optimizer_arguments(args)},
-        "train": {
-            "epochs": args.epochs,
-            "device": "cpu",
-            "precision": "32",
-            "log_every": 1_000_000,  # one train record per epoch (the end-of-epoch flush)
-            "monitor": "train/loss",  # no validation split
-        },
-        "log": {"tensorboard": False, "plots": False, "progress": "none"},
+        **cpu_training(args.epochs),
     }
     if default_logging:
         del recipe["train"]["log_every"]
@@ -130,13 +111,7 @@ def make_recipe(args: argparse.Namespace, default_logging: bool = False) -> dict
 
 def make_mlp(args: argparse.Namespace) -> nn.Module:
     """The same architecture trainlab builds from the recipe's ``layers:``."""
-    modules: list[nn.Module] = []
-    width = args.features
-    for hidden in args.hidden:
-        modules += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    modules.append(nn.Linear(width, args.classes))
-    return nn.Sequential(*modules)
+    return mlp(args.features, args.hidden, args.classes)
 
 
 def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
