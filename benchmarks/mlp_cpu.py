@@ -10,7 +10,11 @@ Contenders, run in one process and alternating round by round after a warm-up ro
 - trainlab (default logging): the same recipe with trainlab's logging defaults: a train record
                 every ``train.log_every`` steps into metrics.jsonl and TensorBoard scalars.
 - hand-written: the loop a PyTorch user writes (randperm per epoch, index slicing, forward, loss,
-                backward, step, zero_grad(set_to_none=True)) on the very tensors trainlab trains on.
+                backward, step, zero_grad(set_to_none=True)) on the very tensors trainlab trains on,
+                with the optimizer as torch builds it by default.
+- hand-written (fused): the same loop with ``fused=True``, the optimizer implementation trainlab
+                picks: what trainlab's loop costs beside its choice of kernels.
+- hand-written+bookkeeping: the fused loop plus what trainlab's fit does besides (see below).
 - lightning:    a LightningModule and a TensorDataset DataLoader (no logger, no checkpointing, no
                 progress bar), when ``lightning`` is importable; timed from on_train_start to
                 on_train_end.
@@ -62,6 +66,7 @@ from trainlab.recipe import Recipe
 
 CASE = "mlp_cpu"
 BOOKKEEPING = "hand-written+bookkeeping"
+FUSED = "hand-written (fused)"
 DEFAULT_LOGGING = "trainlab (default logging)"
 SEED = 0
 
@@ -114,8 +119,10 @@ def make_mlp(args: argparse.Namespace) -> nn.Module:
     return mlp(args.features, args.hidden, args.classes)
 
 
-def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
-    return getattr(torch.optim, args.optimizer)(model.parameters(), **optimizer_arguments(args))
+def make_optimizer(args: argparse.Namespace, model: nn.Module, fused: bool = False) -> torch.optim.Optimizer:
+    """The optimizer as torch builds it by default, or with ``fused`` as trainlab builds it."""
+    implementation = {"fused": True} if fused else {}
+    return getattr(torch.optim, args.optimizer)(model.parameters(), **optimizer_arguments(args), **implementation)
 
 
 # ----------------------------------------------------------------------------------- contenders
@@ -127,14 +134,14 @@ def run_trainlab(args: argparse.Namespace, recipe: dict[str, Any]) -> tuple[Meas
 
 
 def run_hand_written(args: argparse.Namespace, inputs: torch.Tensor, targets: torch.Tensor,
-                     bookkeeping: bool = False) -> Measurement:
-    """The bare loop; with ``bookkeeping`` also what trainlab's fit does besides: loss and accuracy
-    summed on the device every step and read once an epoch, and a checkpoint (model + optimizer
-    state, torch.save) at the end of every epoch."""
+                     bookkeeping: bool = False, fused: bool = False) -> Measurement:
+    """The bare loop (``fused``: with torch's fused optimizer step); with ``bookkeeping`` also what
+    trainlab's fit does besides: loss and accuracy summed on the device every step and read once an
+    epoch, and a checkpoint (model + optimizer state, torch.save) at the end of every epoch."""
     started = time.perf_counter()
     torch.manual_seed(SEED)
     model = make_mlp(args)
-    optimizer = make_optimizer(args, model)
+    optimizer = make_optimizer(args, model, fused=fused)
     generator = torch.Generator().manual_seed(SEED)
     count, batch_size = len(inputs), args.batch_size
     model.train()
@@ -240,8 +247,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     contenders = [Contender("trainlab", note="fit() timing: includes logging, metric sums, end-of-epoch checkpoints"),
                   Contender(DEFAULT_LOGGING, note="the same with train.log_every and TensorBoard at their defaults"),
-                  Contender(BASELINE),
-                  Contender(BOOKKEEPING, note="hand-written + on-device loss/accuracy sums + a checkpoint per epoch")]
+                  Contender(BASELINE, note="torch's default optimizer implementation"),
+                  Contender(FUSED, note="hand-written with fused=True, the implementation trainlab picks"),
+                  Contender(BOOKKEEPING, note="hand-written (fused) + on-device loss/accuracy sums + a checkpoint per epoch")]
     skipped: dict[str, str] = {}
     use_lightning, why = lightning_available()
     if args.no_lightning:
@@ -268,8 +276,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             assert shapes == [tuple(p.shape) for p in reference.parameters()], f"architectures differ: {shapes}"
         elif name == BASELINE:
             measurement = run_hand_written(args, inputs, targets)
+        elif name == FUSED:
+            measurement = run_hand_written(args, inputs, targets, fused=True)
         elif name == BOOKKEEPING:
-            measurement = run_hand_written(args, inputs, targets, bookkeeping=True)
+            measurement = run_hand_written(args, inputs, targets, bookkeeping=True, fused=True)
         else:
             measurement = run_lightning(args, inputs, targets)
         return verified(name, measurement, expected_steps, args.epochs * len(inputs), args.threads)
@@ -298,12 +308,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "per_round_ratios" in row:
             print(f"{row['contender']} / {BASELINE} per round: " + ", ".join(f"{r:.3f}" for r in row["per_round_ratios"]))
     mine = next(c for c in contenders if c.name == "trainlab").throughputs()
-    same_work = next(c for c in contenders if c.name == BOOKKEEPING).throughputs()
-    equal_work = [a / b for a, b in zip(mine, same_work)]
-    result["trainlab_vs_same_bookkeeping"] = {"per_round_ratios": equal_work,
-                                              "median_ratio": statistics.median(equal_work)}
-    print(f"trainlab / {BOOKKEEPING} per round: " + ", ".join(f"{r:.3f}" for r in equal_work)
-          + f"  (median {statistics.median(equal_work):.3f})")
+    for other, key in ((FUSED, "trainlab_vs_same_implementation"), (BOOKKEEPING, "trainlab_vs_same_bookkeeping")):
+        theirs = next(c for c in contenders if c.name == other).throughputs()
+        ratios = [a / b for a, b in zip(mine, theirs)]
+        result[key] = {"per_round_ratios": ratios, "median_ratio": statistics.median(ratios)}
+        print(f"trainlab / {other} per round: " + ", ".join(f"{r:.3f}" for r in ratios)
+              + f"  (median {statistics.median(ratios):.3f})")
     for name, why in skipped.items():
         print(f"{name}: skipped ({why})")
     if args.json:

@@ -1,7 +1,9 @@
 """A hand-written plain-PyTorch training loop: the reference trainlab's fit() must reproduce.
 
 It knows nothing of trainlab except the documented data-order contract (each epoch's order is
-``torch.randperm`` from a generator seeded with ``epoch_seed(seed, epoch)``).
+``torch.randperm`` from a generator seeded with ``epoch_seed(seed, epoch)``). ``fused`` picks
+torch's fused SGD (what trainlab uses on the CPU unless a recipe says otherwise) or torch's default
+implementation.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def reference_fit(
     accumulate: int = 1,
     clip_grad_norm: float | None = None,
     clip_grad_value: float | None = None,
+    fused: bool = True,
 ) -> nn.Module:
     if no_decay_bias:
         decay = [p for name, p in model.named_parameters() if not name.endswith("bias")]
@@ -36,7 +39,8 @@ def reference_fit(
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     else:
         groups = [{"params": list(model.parameters())}]
-    optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    implementation = {"fused": True} if fused else {}  # else torch's default
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **implementation)
     loss_function = nn.CrossEntropyLoss()
     count = len(inputs)
     batches = math.ceil(count / batch_size)

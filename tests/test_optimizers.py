@@ -15,6 +15,7 @@ from trainlab.train.optimizers import (
     OPTIMIZERS,
     build_optimizer,
     check_optimizer,
+    fused_by_default,
     needs_closure,
     parameter_groups,
     resolve_optimizer,
@@ -89,6 +90,70 @@ def test_every_optimizer_builds_and_steps(name):
         optimizer.step()
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     assert needs_closure(optimizer) == (name == "LBFGS")
+
+
+def _step(optimizer: torch.optim.Optimizer, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> None:
+    optimizer.zero_grad()
+    nn.functional.mse_loss(model(inputs), target).backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("name, arguments", [
+    ("SGD", {"momentum": 0.9, "weight_decay": 0.01, "nesterov": True}),
+    ("Adam", {"amsgrad": True}),
+    ("AdamW", {"weight_decay": 0.1}),
+    ("Adagrad", {"lr_decay": 0.01}),
+])
+def test_fused_by_default_where_torch_has_it_with_the_same_update(name, arguments):
+    """Adam, AdamW, SGD and Adagrad run fused on the CPU; the steps equal torch's default
+    implementation up to float rounding (another order of operations, not another update)."""
+    model, inputs, target = model_for(name)
+    reference = mlp()
+    reference.load_state_dict(model.state_dict())
+    fused = build_optimizer(config(name=name, lr=0.05, **arguments), model)
+    default = build_optimizer(config(name=name, lr=0.05, fused=False, **arguments), reference)
+    assert fused.defaults["fused"] is True and default.defaults["fused"] is False
+    initial = [p.detach().clone() for p in model.parameters()]
+    for _ in range(5):
+        _step(fused, model, inputs, target)
+        _step(default, reference, inputs, target)
+    for before, a, b in zip(initial, model.parameters(), reference.parameters()):
+        assert not torch.equal(before, a)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+class ComplexModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3, dtype=torch.complex64))
+
+    def forward(self, inputs):
+        return (inputs * self.weight).abs()
+
+
+@pytest.mark.parametrize("values, model", [
+    ({"name": "RMSprop"}, mlp),  # torch has no fused RMSprop
+    ({"name": "AdamW", "foreach": True}, mlp),  # an implementation switch in the recipe is obeyed
+    ({"name": "AdamW", "fused": False}, mlp),
+    ({"name": "Adam", "capturable": True}, mlp),
+    ({"name": "SGD", "groups": [{"params": ["2"], "foreach": False}]}, mlp),  # ... also in a group
+    ({"name": "SGD"}, SparseModel),  # fused SGD refuses sparse gradients
+    ({"name": "Adam"}, ComplexModel),  # fused kernels take real floating-point tensors only
+])
+def test_torch_default_implementation_where_fused_does_not_apply(values, model):
+    section, built = config(lr=0.1, **values), model()
+    assert not fused_by_default(OPTIMIZERS.get(section.name), section, built)
+    optimizer = build_optimizer(section, built)
+    assert not optimizer.defaults.get("fused") and not any(group.get("fused") for group in optimizer.param_groups)
+
+
+def test_fused_needs_every_trainable_parameter_on_a_fused_device():
+    model = mlp()
+    assert fused_by_default(OPTIMIZERS.get("SGD"), config(name="SGD"), model)
+    model[2].to("meta")  # a device without fused kernels
+    assert not fused_by_default(OPTIMIZERS.get("SGD"), config(name="SGD"), model)
+    model[2].requires_grad_(False)  # frozen parameters are not the optimizer's
+    assert fused_by_default(OPTIMIZERS.get("SGD"), config(name="SGD"), model)
 
 
 def test_capabilities():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -35,6 +37,12 @@ CASES = {
     "accumulate-4-partial-window": ({}, {"accumulate": 4}, {"accumulate": 4}),
     "clip-grad-norm": ({}, {"clip_grad_norm": 0.05}, {"clip_grad_norm": 0.05}),
     "clip-grad-value": ({}, {"clip_grad_value": 0.01}, {"clip_grad_value": 0.01}),
+    # a recipe that names an implementation switch gets torch's own choice, not the fused default
+    "torch-default-implementation": (
+        {"momentum": 0.9, "weight_decay": 0.01, "fused": False},
+        {},
+        {"momentum": 0.9, "weight_decay": 0.01, "fused": False},
+    ),
 }
 
 
@@ -53,6 +61,18 @@ def test_parity_detects_a_different_update(tmp_path):
     recipe = tiny_recipe(optimizer={"name": "SGD", "lr": 0.1, "momentum": 0.5})
     run = trainlab.train(recipe, out=tmp_path / "run")
     assert not same_weights(run.model, _reference(recipe))
+
+
+def test_fused_and_default_implementations_differ_here(tmp_path):
+    """The case above is not vacuous: on this data torch's fused and default SGD are not bitwise
+    equal, so each parity case pins which one trainlab ran."""
+    recipe = tiny_recipe(optimizer={"name": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01})
+    run = trainlab.train(recipe, out=tmp_path / "run")
+    assert not same_weights(run.model, _reference(recipe, momentum=0.9, weight_decay=0.01, fused=False))
+    assert json.loads((run.folder / "status.json").read_text())["fused_optimizer"] is True
+    opted_out = tiny_recipe(optimizer={**recipe["optimizer"], "foreach": False})
+    run = trainlab.train(opted_out, out=tmp_path / "opted-out")
+    assert json.loads((run.folder / "status.json").read_text())["fused_optimizer"] is False
 
 
 def test_accumulation_equals_the_larger_batch(tmp_path):

@@ -453,8 +453,8 @@ def _execute(
 
     checkpointer = _Checkpointer(folder, metrics, digest, recipe.name)
 
-    runs.write_status(folder, "running", device=str(device), precision=precision.name, pid=os.getpid(),
-                      host=socket.gethostname())
+    runs.write_status(folder, "running", device=str(device), precision=precision.name,
+                      fused_optimizer=bool(optimizer.defaults.get("fused")), pid=os.getpid(), host=socket.gethostname())
     _index(folder, index_root)
     try:
         result = run_fit(CallbackList(callbacks), checkpointer)

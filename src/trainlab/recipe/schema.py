@@ -344,7 +344,10 @@ class LRFind(Section):
 
 
 class OptimizerConfig(TorchArguments):
-    """A ``torch.optim`` optimizer by name; extra keys are its arguments (``momentum``, ``betas``)."""
+    """A ``torch.optim`` optimizer by name; extra keys are its arguments (``momentum``, ``betas``).
+    Adam, AdamW, SGD and Adagrad run torch's fused step on the CPU and CUDA (the same update, one
+    kernel for all parameters) unless ``foreach``, ``fused``, ``capturable`` or ``differentiable``
+    is given."""
 
     name: str = Field("AdamW", description="A torch.optim optimizer: SGD, AdamW, RMSprop, LBFGS, ...")
     lr: float | Literal["auto"] | None = Field(
