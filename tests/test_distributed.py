@@ -23,6 +23,7 @@ import trainlab
 from trainlab.cli import main
 from trainlab.data.loaders import TensorLoader
 from trainlab.train.callbacks import read_records
+from trainlab.train.distributed import StopPoint
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="distributed: needs torch.distributed")
 
@@ -173,6 +174,67 @@ def test_interrupted_run_resumes_to_the_same_weights(runs):
         assert torch.equal(expected[name], got[name]), name
     steps = [r["step"] for r in read_records(broken / "metrics.jsonl")]
     assert steps == [r["step"] for r in read_records(whole / "metrics.jsonl")]
+
+
+INTERRUPT_PLUGIN = '''
+"""Ctrl-C reaches rank 1 alone, right after its optimizer step 5."""
+import os
+import signal
+
+from trainlab.train.precision import Precision
+
+original = Precision.step
+steps = 0
+
+
+def step(self, optimizer):
+    global steps
+    stepped = original(self, optimizer)
+    steps += 1
+    if steps == 5 and os.environ.get("RANK") == "1":
+        os.kill(os.getpid(), signal.SIGINT)
+    return stepped
+
+
+Precision.step = step
+'''
+
+
+def test_ctrl_c_on_one_process_stops_every_process_at_the_next_step(runs):
+    """The interrupted process posts the stop, both stop after step 6 (mid-epoch, not at a
+    checkpoint), rank 0 checkpoints there, and resuming reaches the uninterrupted run's weights."""
+    tmp_path, _, _ = runs
+    whole = next(path for path in (tmp_path / "runs").rglob("recipe.yaml")).parent
+    (tmp_path / "interrupt_rank_one.py").write_text(INTERRUPT_PLUGIN)
+    recipe = _write(tmp_path, _recipe(), "interrupted.yaml")
+    stopped = tmp_path / "stopped"
+    done = torchrun(tmp_path, "--plugins", "interrupt_rank_one", "train", str(recipe), "--out", str(stopped),
+                    f"data.batch_size={PER_PROCESS_BATCH}", check=False)
+    assert done.returncode != 0  # both processes exit 130
+    assert json.loads((stopped / "status.json").read_text())["status"] == "interrupted"
+    assert json.loads((stopped / "checkpoints/last/meta.json").read_text())["step"] == 6
+    assert [r["step"] for r in read_records(stopped / "metrics.jsonl")] == [2, 4, 6]
+
+    torchrun(tmp_path, "resume", str(stopped))
+    expected, got = _weights(whole), _weights(stopped)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    assert [r["step"] for r in read_records(stopped / "metrics.jsonl")] == \
+        [r["step"] for r in read_records(whole / "metrics.jsonl")]
+
+
+def test_stop_point_takes_the_first_post_one_step_later():
+    """What each process sees: the asking one holds its stop until the posted step, the others
+    stop there too, a second post changes nothing, and divergence is never held."""
+    store = torch.distributed.HashStore()
+    asking, other, third = (StopPoint(store, key="stop") for _ in range(3))
+    assert other(3, "running") == "running"  # nothing posted yet
+    assert asking(3, "interrupted") == "running"  # posts step 4
+    assert other(3, "running") == "running"
+    assert third(4, "stopped") == "interrupted"  # a later ask takes the first post
+    assert other(4, "running") == asking(4, "interrupted") == "interrupted"
+    assert other(4, "diverged") == "diverged"
+    assert StopPoint(store, key="another fit")(9, "diverged") == "diverged"
 
 
 def test_devices_below_one_is_a_usage_error(tmp_path, capsys):

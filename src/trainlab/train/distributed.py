@@ -9,8 +9,9 @@ and runs the same fit loop on its own shard of each batch:
   the validation order is not padded, so its metrics count every sample exactly once;
 - gradients are averaged by DDP (``no_sync`` on the micro-batches of an accumulation window that
   do not step), loss and metric sums are all-reduced, so every process logs the same values and
-  makes the same early-stopping decision; stop decisions (divergence, Ctrl-C, callbacks) are taken
-  by rank 0 and broadcast;
+  makes the same early-stopping and divergence decisions; a stop that one process asks for in the
+  middle of an epoch (Ctrl-C, a callback's StopTraining) is posted to the process group's store and
+  taken by every process one optimizer step later (:class:`StopPoint`); epoch ends follow rank 0;
 - only rank 0 writes the run folder; the others train with no-op callbacks and no checkpointer.
 
 Outside ``torchrun`` (no ``RANK`` / ``WORLD_SIZE`` in the environment) every function here is a
@@ -20,6 +21,7 @@ no-op and trainlab trains in one process.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -225,12 +227,59 @@ def gather_outputs(outputs: torch.Tensor | None, targets: torch.Tensor | None,
 
 
 def agree(status: str) -> str:
-    """Rank 0's training status on every process, so all stop at the same step."""
+    """Rank 0's training status on every process (a collective: used once an epoch)."""
     if not active():
         return status
     code = torch.tensor([STATUSES.index(status)], dtype=torch.int64)
     dist.broadcast(code, src=0)
     return STATUSES[code.item()]
+
+
+ASKED_STOPS = ("interrupted", "stopped")  # statuses one process may reach alone
+_stop_points = itertools.count()  # fits in this process group: every process runs the same ones
+
+
+class StopPoint:
+    """Where every process of a data-parallel fit stops when one of them is asked to stop in the
+    middle of an epoch (Ctrl-C, a callback raising StopTraining), without a collective per step.
+
+    The first process asked posts "the step after this one" to the process group's store; every
+    process reads the store after each optimizer step and stops at the posted step. That step is
+    reachable by all: the gradient all-reduce of each step keeps the processes within one step of
+    each other (no process finishes step N + 1 before every process has started it), so a post made
+    at the end of step N is in the store before any process checks step N + 1. A check is one store
+    request (~30 µs on a 2-core CPU); the broadcast of rank 0's status that it replaces cost
+    2-process CPU training ~6% (docs/benchmarks.md). Divergence needs neither: it is read off
+    all-reduced losses, so every process reaches it at the same step by itself.
+    """
+
+    def __init__(self, store: Any = None, key: str | None = None) -> None:
+        """``store``: the default process group's unless given; ``key``: one per fit unless given
+        (every process constructs its fits' stop points in the same order, so the keys agree)."""
+        if store is None:
+            from torch.distributed.distributed_c10d import _get_default_store
+
+            store = _get_default_store()
+        self._store = store
+        self._key = key or f"trainlab/stop/{next(_stop_points)}"
+        self._posted: tuple[int, str] | None = None
+
+    def __call__(self, step: int, status: str) -> str:
+        """The status every process has at the end of optimizer step ``step``, given this process's
+        own: a stop it asks for is "running" until the posted step, then the stop of whoever posted first."""
+        if self._posted is None:
+            if status in ASKED_STOPS:
+                posted = self._store.compare_set(self._key, "", f"{step + 1}:{status}")  # the first post wins
+            elif self._store.check([self._key]):
+                posted = self._store.get(self._key)
+            else:
+                return status
+            at, _, reason = posted.decode().partition(":")
+            self._posted = int(at), reason
+        if status == "diverged":
+            return status
+        at, reason = self._posted
+        return reason if step >= at else "running"
 
 
 # ----------------------------------------------------------------------------------- launching

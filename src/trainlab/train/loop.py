@@ -326,6 +326,7 @@ def fit(
     closure_optimizer = needs_closure(optimizer)
     layout = memory_format(config)
     world = distributed.world_size()  # every process trains equally many samples per step
+    stops = distributed.StopPoint() if world > 1 else None
     # Decided once, so that a step spends its Python on the step: the forward's autocast context
     # (entered anew each step), and whether clipping needs the gradients unscaled first.
     autocast = precision.autocast()
@@ -487,8 +488,8 @@ def fit(
                 window_samples = 0
                 if interrupt.requested and state.status == "running":
                     state.status = "interrupted"
-                if world > 1:
-                    state.status = distributed.agree(state.status)  # rank 0 decides for every process
+                if stops is not None:  # every process stops at the same step
+                    state.status = stops(state.step, state.status)
                 if state.status in ("diverged", "stopped", "interrupted"):
                     break
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.batch < batches:

@@ -391,6 +391,7 @@ class _RangeTestRecorder(BaseCallback):
         self.average = 0.0
         self.best = math.inf
         self.diverged = False
+        self.stopping = False  # asked fit to stop: under data parallelism it stops one step later
         self.last_lr: float | None = None
 
     def on_train_start(self, total_steps: int, start_step: int) -> None:
@@ -400,7 +401,7 @@ class _RangeTestRecorder(BaseCallback):
     def on_record(self, record: dict[str, Any]) -> None:
         if self.extra is not None:
             self.extra.on_record(record)
-        if record.get("split") != "train" or "loss" not in record:
+        if self.stopping or record.get("split") != "train" or "loss" not in record:
             return
         loss, lr = float(record["loss"]), float(record["lr"])
         self.last_lr = lr
@@ -419,9 +420,12 @@ class _RangeTestRecorder(BaseCallback):
     def on_step(self, step: int, samples: int) -> None:
         if self.extra is not None:
             self.extra.on_step(step, samples)
+        if self.stopping:  # data-parallel: every process stops at the step after the first stop
+            raise StopTraining
         if self.accuracy_every and step % self.accuracy_every == 0 and not self.diverged and self.last_lr is not None:
             self.accuracy.append((self.last_lr, float(self.evaluate()["accuracy"])))
         if self.diverged or step >= self.num_iter:
+            self.stopping = True
             raise StopTraining
 
     def on_train_end(self, status: str) -> None:
