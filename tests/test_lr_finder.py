@@ -245,6 +245,23 @@ def test_a_run_without_divergence_records_every_step_on_the_documented_formula()
     assert linear.lrs == pytest.approx(list(np.linspace(0.001, 0.1, 12)), rel=1e-9)
 
 
+def test_the_recorder_keeps_num_iter_points_when_fit_stops_a_step_late():
+    """Under data parallelism every process stops one step after the first asks (the store-posted
+    stop): the step after the recorder's stop is trained but not recorded."""
+    from trainlab.train.loop import StopTraining
+
+    recorder = lr_finder._RangeTestRecorder(num_iter=2, beta=0.98, divergence=None, accuracy_every=None,
+                                            evaluate=None, extra=None)
+    for step in (1, 2, 3):
+        recorder.on_record({"split": "train", "step": step, "loss": 1.0 / step, "lr": 0.1 * step})
+        if step == 1:
+            recorder.on_step(step, 8)
+        else:
+            with pytest.raises(StopTraining):
+                recorder.on_step(step, 8)
+    assert recorder.lrs == pytest.approx([0.1, 0.2]) and recorder.losses == pytest.approx([1.0, 0.5])
+
+
 def test_num_iter_counts_optimizer_steps_with_accumulation():
     setup = build(optimizer={"name": "SGD", "lr": 0.1}, train={"accumulate": 3})
     batches = []
