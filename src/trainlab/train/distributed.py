@@ -247,21 +247,23 @@ class StopPoint:
     process reads the store after each optimizer step and stops at the posted step. That step is
     reachable by all: the gradient all-reduce of each step keeps the processes within one step of
     each other (no process finishes step N + 1 before every process has started it), so a post made
-    at the end of step N is in the store before any process checks step N + 1. A check is one store
-    request (~30 µs on a 2-core CPU); the broadcast of rank 0's status that it replaces cost
-    2-process CPU training ~6% (docs/benchmarks.md). Divergence needs neither: it is read off
-    all-reduced losses, so every process reaches it at the same step by itself.
+    at the end of step N is in the store before any process finishes step N + 1 and checks it. A
+    check is one store request (~30 µs on a 2-core CPU); the broadcast of rank 0's status that it
+    replaces cost 2-process CPU training ~6% (docs/benchmarks.md). Divergence needs neither: it is
+    read off all-reduced losses, so every process reaches it at the same step by itself.
     """
 
     def __init__(self, store: Any = None, key: str | None = None) -> None:
-        """``store``: the default process group's unless given; ``key``: one per fit unless given
-        (every process constructs its fits' stop points in the same order, so the keys agree)."""
+        """``store``: the default process group's unless given; ``key``: one per fit and launch
+        attempt unless given (every process constructs its fits' stop points in the same order, so
+        the keys agree; a restarted torchrun attempt never reads the previous attempt's post)."""
         if store is None:
             from torch.distributed.distributed_c10d import _get_default_store
 
             store = _get_default_store()
         self._store = store
-        self._key = key or f"trainlab/stop/{next(_stop_points)}"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self._key = key or f"trainlab/stop/{attempt}/{next(_stop_points)}"
         self._posted: tuple[int, str] | None = None
 
     def __call__(self, step: int, status: str) -> str:
