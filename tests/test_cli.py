@@ -121,6 +121,21 @@ def test_resume_of_a_missing_folder_exits_2(tmp_path, capsys):
     assert code == 2 and "does not exist" in err and "Traceback" not in err
 
 
+def test_a_command_defers_full_garbage_collections_and_puts_the_setting_back(monkeypatch):
+    import gc
+
+    from trainlab import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_run", lambda entry: seen.append(gc.get_threshold()) or 0)
+    before = gc.get_threshold()
+    with pytest.raises(SystemExit) as exit_:
+        main(["schema"])
+    assert exit_.value.code == 0
+    assert seen == [(before[0], before[1], cli.FULL_COLLECTION_AFTER)]
+    assert gc.get_threshold() == before
+
+
 def test_schema_is_json(capsys):
     code, out, _ = run_cli(["schema"], capsys)
     assert code == 0
