@@ -75,6 +75,15 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "checkpoints" / "last" / "model.safetensors"))
 
 
+def _assert_same_run(expected: Path, folder: Path) -> None:
+    """``folder``'s last weights equal ``expected``'s bit for bit, and its records have the same steps."""
+    want, got = _weights(expected), _weights(folder)
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+    steps = [r["step"] for r in read_records(folder / "metrics.jsonl")]
+    assert steps == [r["step"] for r in read_records(expected / "metrics.jsonl")]
+
+
 TWO_EPOCHS_QUIETLY = {"train": {"epochs": 2, "device": "cpu", "precision": "32"},
                       "log": {"tensorboard": False, "plots": False, "progress": "none"}}
 
@@ -169,11 +178,7 @@ def test_interrupted_run_resumes_to_the_same_weights(runs):
 
     torchrun(tmp_path, "resume", str(broken))  # mid-epoch resume to the end of epoch 2
     torchrun(tmp_path, "resume", str(broken), "train.epochs=3")  # then extended to 3 epochs
-    expected, got = _weights(whole), _weights(broken)
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
-    steps = [r["step"] for r in read_records(broken / "metrics.jsonl")]
-    assert steps == [r["step"] for r in read_records(whole / "metrics.jsonl")]
+    _assert_same_run(whole, broken)
 
 
 INTERRUPT_PLUGIN = '''
@@ -216,11 +221,7 @@ def test_ctrl_c_on_one_process_stops_every_process_at_the_next_step(runs):
     assert [r["step"] for r in read_records(stopped / "metrics.jsonl")] == [2, 4, 6]
 
     torchrun(tmp_path, "resume", str(stopped))
-    expected, got = _weights(whole), _weights(stopped)
-    for name in expected:
-        assert torch.equal(expected[name], got[name]), name
-    assert [r["step"] for r in read_records(stopped / "metrics.jsonl")] == \
-        [r["step"] for r in read_records(whole / "metrics.jsonl")]
+    _assert_same_run(whole, stopped)
 
 
 def test_stop_point_takes_the_first_post_one_step_later():

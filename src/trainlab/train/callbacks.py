@@ -245,13 +245,13 @@ class TensorBoardLogger(BaseCallback):
 
     def on_record(self, record: dict[str, Any]) -> None:
         step, split = record["step"], record["split"]
-        scalars = {key if key in ("lr", "momentum") else f"{split}/{key}": value for key, value in record.items()
-                   if key not in ("step", "epoch", "split", "time") and isinstance(value, (int, float))}
-        if scalars:
-            self.board.log_scalars(self.writer, scalars, step)
+        values = {key: value for key, value in record.items()
+                  if key not in ("step", "epoch", "split", "time") and isinstance(value, (int, float))}
+        if values:
+            self.board.log_scalars(self.writer, {key if key in ("lr", "momentum") else f"{split}/{key}": value
+                                                 for key, value in values.items()}, step)
         if split == "valid":
-            self._last_valid = {key: value for key, value in record.items()
-                                if key not in ("step", "epoch", "split", "time") and isinstance(value, (int, float))}
+            self._last_valid = values
 
     def wants_gradients(self, epoch: int) -> bool:
         return self.histograms is not None and epoch % self.histograms == 0
