@@ -3,6 +3,7 @@ every problem check_loss or the criterion reports is readable (path, Received:, 
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from pathlib import Path
@@ -266,6 +267,23 @@ def test_tensor_arguments_become_float32_buffers():
     assert dict(positive.named_buffers())["loss.pos_weight"].tolist() == [1.0, 1.0, 4.0]
     assert torch.allclose(positive(OUTPUT, LABELS), F.binary_cross_entropy_with_logits(
         OUTPUT, ONE_HOT, pos_weight=torch.tensor([1.0, 1.0, 4.0])))
+
+
+def test_criterion_computes_with_its_own_current_buffers_after_to_and_copies():
+    """The criterion calls its torch loss through a bound method kept beside the module: moving
+    the buffers with ``.to`` and copying the criterion must still reach the buffers in use."""
+    criterion = loss("CrossEntropyLoss", CLASSIFICATION, weight=[1, 2, 3])
+    copied = copy.deepcopy(criterion)
+    copied.loss.weight.copy_(torch.tensor([3.0, 2.0, 1.0]))  # the copy's own buffer, not the original's
+    assert torch.allclose(copied(OUTPUT, LABELS),
+                          F.cross_entropy(OUTPUT, LABELS, weight=torch.tensor([3.0, 2.0, 1.0])))
+    assert torch.allclose(criterion(OUTPUT, LABELS),
+                          F.cross_entropy(OUTPUT, LABELS, weight=torch.tensor([1.0, 2.0, 3.0])))
+    criterion.to(torch.float64)
+    value = criterion(OUTPUT.double(), LABELS)  # a float32 weight against float64 scores would raise
+    assert value.dtype == torch.float64
+    assert torch.allclose(value, F.cross_entropy(OUTPUT.double(), LABELS,
+                                                 weight=torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)))
 
 
 def test_bce_under_autocast_and_half_outputs():
