@@ -81,11 +81,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def rng_state() -> dict[str, Any]:
     """Every RNG trainlab or a model may draw from, as tensors and plain values."""
     numpy_state = np.random.get_state()
+    python_state = random.getstate()  # (version, 625 words, gauss): a fresh tuple each call
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         # python's Mersenne Twister state: 625 words as one tensor (pickling 625 ints one by one is slow)
-        "python": {"version": random.getstate()[0], "words": torch.tensor(random.getstate()[1], dtype=torch.int64),
-                   "gauss": random.getstate()[2]},
+        "python": {"version": python_state[0], "words": torch.tensor(python_state[1], dtype=torch.int64),
+                   "gauss": python_state[2]},
         "numpy": {
             "name": numpy_state[0],
             "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
