@@ -282,7 +282,9 @@ def verified(name: str, measurement: Measurement, steps: int, samples: int, thre
 def alternate_rounds(contenders: list[Contender], one: Any, rounds: int, max_others: float, max_attempts: int,
                      budget_seconds: float, describe: Any, warmup: bool = True) -> Rounds:
     """A warm-up round (unless ``warmup`` is False: a --quick smoke run whose launches cost
-    seconds each), then rounds that run every contender once, in turn, until ``rounds`` of them
+    seconds each), then rounds that run every contender once, in turn (each round starts one
+    contender later than the round before, so no contender always runs first or always follows
+    the same one), until ``rounds`` of them
     ran on a quiet machine (other processes used at most ``max_others`` of the CPUs, see
     :class:`CpuWatch`), or ``max_attempts`` / ``budget_seconds`` ran out. ``one(name)`` measures a
     contender (a :class:`Measurement`, or any record with an ``others_cpu`` field, which is set
@@ -297,7 +299,8 @@ def alternate_rounds(contenders: list[Contender], one: Any, rounds: int, max_oth
     while True:
         attempt += 1
         measured: dict[str, Measurement] = {}
-        for name in names:
+        start = max(attempt - 1, 0) % len(names)
+        for name in names[start:] + names[:start]:
             with CpuWatch() as watch:
                 measurement = one(name)
             measurement.others_cpu = watch.others
