@@ -60,6 +60,10 @@ STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 ENV_FILE = "env.json"
 BEST_META = Path("checkpoints") / "best" / "meta.json"
+# The keys of a metrics.jsonl record that place it (the others are its values), and those plus the
+# rates recorded beside the metrics.
+RECORD_FIELDS = ("step", "epoch", "split", "time")
+NOT_METRICS = (*RECORD_FIELDS, "lr", "momentum")
 
 # The files a row is read from: a change to any of them changes the run's signature.
 SIGNATURE_FILES = (RECIPE_FILE, STATUS_FILE, METRICS_FILE, str(BEST_META))

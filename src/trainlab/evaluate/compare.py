@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from trainlab.recipe.errors import TrainlabError
-from trainlab.runindex import METRICS_FILE, format_seconds, read_run
+from trainlab.runindex import METRICS_FILE, NOT_METRICS, format_seconds, read_run
 
-NOT_METRICS = ("step", "epoch", "split", "time", "lr", "momentum")
 PLOTTED = ("valid/loss", "valid/accuracy", "train/loss")  # the overlay's panels, when any run logged them
 PLOT_FILE = "compare.png"
 

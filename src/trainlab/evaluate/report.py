@@ -30,6 +30,7 @@ from trainlab.runindex import (
     BEST_META,
     ENV_FILE,
     METRICS_FILE,
+    NOT_METRICS,
     RECIPE_FILE,
     STATUS_FILE,
     format_seconds,
@@ -44,7 +45,6 @@ TEMPLATE = "report.html.j2"
 TEMPLATES = Path(__file__).parent / "templates"
 DATA_FILE = "data.json"
 BASELINE_FILE = "baseline.json"
-NOT_METRICS = ("step", "epoch", "split", "time", "lr", "momentum")
 PER_CLASS_COLUMNS = ("precision", "recall", "f1", "support")
 MAX_CLASS_NAMES = 50  # class names listed in the data section; the per-class tables show every class
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from trainlab.runindex import RECORD_FIELDS
+
 if TYPE_CHECKING:
     import torch
 
@@ -246,7 +248,7 @@ class TensorBoardLogger(BaseCallback):
     def on_record(self, record: dict[str, Any]) -> None:
         step, split = record["step"], record["split"]
         values = {key: value for key, value in record.items()
-                  if key not in ("step", "epoch", "split", "time") and isinstance(value, (int, float))}
+                  if key not in RECORD_FIELDS and isinstance(value, (int, float))}
         if values:
             self.board.log_scalars(self.writer, {key if key in ("lr", "momentum") else f"{split}/{key}": value
                                                  for key, value in values.items()}, step)
@@ -285,7 +287,7 @@ class TensorBoardLogger(BaseCallback):
 def _format_record(record: dict[str, Any]) -> str:
     parts = [f"epoch {record['epoch']}", f"step {record['step']}", record["split"]]
     for key, value in record.items():
-        if key in ("step", "epoch", "split", "time"):
+        if key in RECORD_FIELDS:
             continue
         parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
     return "  ".join(parts)
