@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +15,13 @@ import pytest
 import torch
 import yaml
 
+from safetensors.torch import load_file
+
 import trainlab
+from trainlab.pipeline import _Checkpointer
 from trainlab.recipe import TrainlabError
 from trainlab.train import checkpoint as checkpoints
-from trainlab.train.callbacks import Progress, read_records
+from trainlab.train.callbacks import MetricsFile, Progress, read_records
 
 from conftest import same_weights, tiny_recipe, without_time
 
@@ -109,6 +114,81 @@ def test_kill_9_during_training_then_resume(tmp_path):
     assert without_time(whole.metrics) == without_time(read_records(run_dir / "metrics.jsonl"))
 
 
+def checkpoint_writes(monkeypatch) -> list[tuple[str, int]]:
+    """(folder name, step) of every checkpoint serialised from here on (hard-linked copies not counted)."""
+    written: list[tuple[str, int]] = []
+    original = checkpoints.finish_checkpoint
+
+    def finish(partial, folder, meta):
+        written.append((folder.name, meta["step"]))
+        return original(partial, folder, meta)
+
+    monkeypatch.setattr(checkpoints, "finish_checkpoint", finish)
+    return written
+
+
+@pytest.mark.parametrize("seconds", [0, 3600])
+def test_epoch_end_checkpoints_are_spaced_by_checkpoint_seconds(seconds, tmp_path, monkeypatch):
+    written = checkpoint_writes(monkeypatch)
+    recipe = tiny_recipe(train={**tiny_recipe()["train"], "checkpoint_seconds": seconds},
+                         optimizer={"name": "SGD", "lr": 2.0, "momentum": 0.9})
+    run = trainlab.train(recipe, out=tmp_path / "run")
+    assert run.result.state.best_step == 9  # too high an lr: valid/loss is best after the first of 3 epochs
+    if seconds == 0:  # every epoch end: last/ serialised, best/ hard-linked to it
+        assert written == [("last", 9), ("last", 18), ("last", 27)]
+    else:  # all within the hour: held in memory, written at the end; best/ from its own snapshot
+        assert written == [("last", 27), ("best", 9)]
+    last = checkpoints.find_checkpoint(run.folder / "checkpoints")
+    assert checkpoints.read_meta(last)["step"] == 27
+    reloaded = copy.deepcopy(run.model)
+    checkpoints.load_weights(last, reloaded)
+    assert same_weights(reloaded, run.model)
+    best = checkpoints.read_meta(run.folder / "checkpoints/best")
+    assert best["step"] == run.result.state.best_step and best["value"] == run.result.state.best_value
+    assert checkpoints.load_state(run.folder / "checkpoints/best")["loop"]["step"] == 9
+    first_epoch = trainlab.train(tiny_recipe(train={**recipe["train"], "epochs": 1}, optimizer=recipe["optimizer"]),
+                                 out=tmp_path / "one-epoch")
+    checkpoints.load_weights(run.folder / "checkpoints/best", reloaded)
+    assert same_weights(reloaded, first_epoch.model)  # best/ holds the weights of step 9, not later ones
+
+
+def test_held_checkpoints_keep_their_own_state_until_written(tmp_path):
+    """An epoch end held in memory is written as it was, even after the model and newer held
+    checkpoints moved on; best at last's position is a hard link to last's files."""
+    model = torch.nn.Linear(3, 2)
+    writer = _Checkpointer(tmp_path, MetricsFile(tmp_path / "metrics.jsonl"), "0" * 64, "held")
+
+    def save(kind: str, value: float, step: int, hold: bool) -> None:
+        with torch.no_grad():
+            model.weight.fill_(value)
+        writer(kind, model, lambda: {"value": torch.tensor(value)}, {"step": step, "epoch": step, "batch": 0},
+               hold=hold)
+
+    save("last", 1.0, 1, hold=True)
+    save("best", 1.0, 1, hold=True)  # shares last's snapshot while both are held
+    save("last", 2.0, 2, hold=True)  # takes new buffers: best's snapshot must keep the values of step 1
+    with torch.no_grad():
+        model.weight.fill_(9.0)  # the live model moves on; held snapshots are copies
+    assert not (tmp_path / "checkpoints").exists()  # nothing is written while held
+    writer.wait()
+
+    def stored(kind: str) -> tuple[int, float, float]:
+        folder = tmp_path / "checkpoints" / kind
+        weights = load_file(folder / checkpoints.MODEL_FILE)["weight"]
+        return (checkpoints.read_meta(folder)["step"], weights.unique().item(),
+                checkpoints.load_state(folder)["value"].item())
+
+    assert stored("last") == (2, 2.0, 2.0)
+    assert stored("best") == (1, 1.0, 1.0)
+
+    save("last", 3.0, 3, hold=True)
+    save("best", 3.0, 3, hold=True)
+    writer.close()  # as a run that ends with an error: held checkpoints are written, best/ as a link
+    assert stored("last") == stored("best") == (3, 3.0, 3.0)
+    files = [tmp_path / "checkpoints" / kind / checkpoints.MODEL_FILE for kind in ("last", "best")]
+    assert files[0].stat().st_ino == files[1].stat().st_ino
+
+
 def test_interrupted_checkpoint_write_leaves_a_complete_checkpoint(tmp_path):
     model = torch.nn.Linear(2, 2)
     folder = tmp_path / "checkpoints" / "last"
@@ -146,6 +226,11 @@ def test_resume_errors_leave_the_run_untouched(tmp_path):
     meta.write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(TrainlabError, match="not a trainlab checkpoint"):
         trainlab.resume(run.folder)
+
+    shutil.rmtree(run.folder / "checkpoints")  # as a run killed before its first checkpoint leaves it
+    with pytest.raises(TrainlabError, match="no complete checkpoint to resume from .*train.checkpoint_seconds"):
+        trainlab.resume(run.folder)
+    assert (run.folder / "metrics.jsonl").read_bytes() == metrics_before
 
 
 def test_foreign_weights_are_refused(tmp_path):

@@ -371,37 +371,86 @@ def lr_find(
     return result
 
 
+@dataclass
+class _Held:
+    """A checkpoint kept in memory until it is written: its snapshot (in ``copier``'s buffers, which
+    a checkpoint of the same state shares), its folder, meta.json and loop position."""
+
+    taken: checkpoints.Snapshot
+    copier: checkpoints.HostCopier
+    target: Path
+    meta: dict[str, Any]
+    position: tuple[int, int, int]
+
+
 class _Checkpointer:
     """Writes checkpoints for fit(): a snapshot of the tensors on the CPU at once, the rest (the
     files, fsync, SHA-256, the atomic swap, best/ as a hard-linked copy of last/) on a background thread.
+    A held checkpoint waits in memory as its snapshot and is written with the next one that is not
+    held, or by ``wait()`` / ``close()``; a newer checkpoint of its kind replaces it unwritten.
     ``wait()`` returns when every checkpoint is durable; fit() calls it before it returns."""
 
     def __init__(self, folder: Path, metrics: MetricsFile, digest: str, name: str):
         self.folder, self.metrics, self.digest, self.name = folder, metrics, digest, name
         self.writer = checkpoints.BackgroundWriter()
-        self.copier = checkpoints.HostCopier()
-        self.latest: dict[str, Any] = {}  # where checkpoints/last was last written
+        self.copiers: list[checkpoints.HostCopier] = []  # snapshot buffers, kept for the next snapshots
+        self.held: dict[str, _Held] = {}
+        self.written: tuple[int, int, int] | None = None  # loop position of the latest checkpoints/last written
 
     def __call__(self, kind: str, module: torch.nn.Module, state: Callable[[], dict[str, Any]],
-                 info: dict[str, Any]) -> None:
+                 info: dict[str, Any], *, hold: bool = False) -> None:
         meta = {"kind": kind, **info, "records": self.metrics.line_count, "recipe_hash": self.digest,
                 "recipe_name": self.name}
         position = (info["step"], info["epoch"], info["batch"])
         target = self.folder / "checkpoints" / kind
-        if kind != "last" and self.latest.get("position") == position:  # same state as last: link, do not rewrite
-            source = self.latest["folder"]
-            self.writer.submit(lambda: checkpoints.copy_checkpoint(source, target, meta))
+        self.held.pop(kind, None)  # a newer checkpoint of a kind replaces the held one
+        if kind != "last" and position == self.written:  # the same state as last/: link, do not rewrite
+            self._submit(kind, target, meta, position, None)
             return
-        self.writer.wait()  # the previous checkpoint is written: one snapshot in memory at a time
-        taken = checkpoints.snapshot(module, state(), self.copier)
-        self.writer.submit(lambda: checkpoints.finish_checkpoint(checkpoints.write_snapshot(target, taken), target, meta))
+        same = next((entry for entry in self.held.values() if entry.position == position), None)
+        if same is not None:  # another kind holds this state: share its snapshot (written once, then linked)
+            self.held[kind] = _Held(same.taken, same.copier, target, meta, position)
+        else:
+            self.writer.wait()  # written checkpoints free their buffers; held ones keep theirs
+            copier = self._free_copier()
+            self.held[kind] = _Held(checkpoints.snapshot(module, state(), copier), copier, target, meta, position)
+        if not hold:
+            self._flush()
+
+    def _free_copier(self) -> checkpoints.HostCopier:
+        busy = [entry.copier for entry in self.held.values()]
+        for copier in self.copiers:
+            if not any(copier is used for used in busy):
+                return copier
+        self.copiers.append(checkpoints.HostCopier())
+        return self.copiers[-1]
+
+    def _flush(self, check: bool = True) -> None:
+        """Write every held checkpoint, last/ first (another kind of the same state links to it)."""
+        for kind in sorted(self.held, key=lambda name: name != "last"):
+            entry = self.held.pop(kind)
+            self._submit(kind, entry.target, entry.meta, entry.position, entry.taken, check)
+
+    def _submit(self, kind: str, target: Path, meta: dict[str, Any], position: tuple[int, int, int],
+                taken: checkpoints.Snapshot | None, check: bool = True) -> None:
+        if kind != "last" and position == self.written:
+            source = self.folder / "checkpoints" / "last"
+            self.writer.submit(lambda: checkpoints.copy_checkpoint(source, target, meta), check=check)
+            return
+        assert taken is not None
+        self.writer.submit(lambda: checkpoints.finish_checkpoint(checkpoints.write_snapshot(target, taken), target,
+                                                                 meta), check=check)
         if kind == "last":
-            self.latest.update(position=position, folder=target)
+            self.written = position
 
     def wait(self) -> None:
+        self._flush()
         self.writer.wait()
 
     def close(self) -> None:
+        """Write what is held (the state at an epoch end before whatever ends the run early) and end the
+        writer thread; an error of the writer stays for ``wait()``."""
+        self._flush(check=False)
         self.writer.close()
 
 
@@ -459,7 +508,7 @@ def _execute(
     try:
         result = run_fit(CallbackList(callbacks), checkpointer)
     except BaseException as error:
-        checkpointer.close()  # checkpoints in flight finish, the run folder stays consistent; this error is the one
+        checkpointer.close()  # held and in-flight checkpoints are written; this error is the one raised
         if isinstance(error, TrainingDiverged):
             runs.write_status(folder, "diverged")
         elif isinstance(error, KeyboardInterrupt):
@@ -626,8 +675,8 @@ def _resume(folder: Path, overrides: list[str] | None, progress: str | None) -> 
     found = checkpoints.find_checkpoint(folder / "checkpoints", "last")
     if found is None:
         raise TrainlabError(
-            f"run '{folder}' has no complete checkpoint to resume from (checkpoints/last is missing). "
-            "Start it again with `trainlab train`"
+            f"run '{folder}' has no complete checkpoint to resume from (checkpoints/last is missing: a run killed "
+            "before its first epoch end past train.checkpoint_seconds has none). Start it again with `trainlab train`"
         )
     meta = checkpoints.read_meta(found)
     for override in overrides or []:

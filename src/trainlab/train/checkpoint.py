@@ -246,8 +246,10 @@ class BackgroundWriter:
             finally:
                 self._jobs.task_done()
 
-    def submit(self, job: Any) -> None:
-        self._raise()
+    def submit(self, job: Any, check: bool = True) -> None:
+        """Queue ``job``; ``check``: first raise the error of an earlier job (the queue runs no job after one)."""
+        if check:
+            self._raise()
         self._jobs.put(job)
 
     def wait(self) -> None:

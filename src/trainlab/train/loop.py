@@ -6,7 +6,8 @@
             at the last batch of an accumulation window:
                 unscale -> clip -> optimizer step -> scaler update -> zero_grad(set_to_none=True)
                 -> per-step schedule -> log every N steps -> checkpoint every N steps
-        validate -> per-epoch schedule -> best / early stopping -> checkpoint
+        validate -> per-epoch schedule -> best / early stopping
+        -> checkpoint (held in memory when the last write is under train.checkpoint_seconds ago)
 
 Losses and metrics are summed on the device and read only at log points, so there is no
 host-device synchronisation between them. Everything the loop needs to continue (its position,
@@ -22,7 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -39,8 +40,13 @@ from trainlab.train.schedules import Schedule, momentum_of
 
 NO_CONTEXT = contextlib.nullcontext()  # reusable: a ``with`` that does nothing
 
-# (kind, model, the training state (built only if needed), info for meta.json)
-Checkpointer = Callable[[str, torch.nn.Module, Callable[[], dict[str, Any]], dict[str, Any]], None]
+class Checkpointer(Protocol):
+    """Writes ``checkpoints/<kind>`` from the model and the training state (built only if needed),
+    with ``info`` in its meta.json. ``hold``: keep the checkpoint in memory, to be written with the
+    next one that is not held or when the checkpointer waits (fit waits before it returns)."""
+
+    def __call__(self, kind: str, model: torch.nn.Module, state: Callable[[], dict[str, Any]],
+                 info: dict[str, Any], *, hold: bool = False) -> None: ...
 
 
 class TrainingDiverged(TrainlabError):
@@ -358,12 +364,16 @@ def fit(
         }
 
     saved_at: dict[str, tuple[int, int]] = {}
+    written_at = time.perf_counter()  # when a checkpoint was last written rather than held
 
-    def save(kind: str, extra: dict[str, Any] | None = None) -> None:
+    def save(kind: str, extra: dict[str, Any] | None = None, hold: bool = False) -> None:
+        nonlocal written_at
         saved_at[kind] = (state.step, state.epoch)
         if checkpointer is not None:
             info = {"step": state.step, "epoch": state.epoch, "batch": state.batch, **(extra or {})}
-            checkpointer(kind, model, training_state, info)
+            checkpointer(kind, model, training_state, info, hold=hold)
+        if not hold:
+            written_at = time.perf_counter()
 
     per_step_lr = schedule is not None and schedule.steps_every_optimizer_step
     cycles_momentum = schedule is not None and schedule.cycles_momentum
@@ -531,9 +541,13 @@ def fit(
                 state.status = "interrupted"
             state.status = distributed.agree(state.status)
             callbacks.on_epoch_end(state)
-            save("last")
-            if improved:
-                save("best", {"monitor": config.monitor, "value": current})
+            # Epochs that end within train.checkpoint_seconds of the last write keep their checkpoints in
+            # memory: short epochs do not pay a durable write each. The checkpointer writes them with the
+            # next one that is due, and at the latest when fit waits for it below.
+            hold = time.perf_counter() - written_at < config.checkpoint_seconds
+            if improved:  # first, so that last/ written next takes best/ along as a hard-linked copy
+                save("best", {"monitor": config.monitor, "value": current}, hold=True)
+            save("last", hold=hold)
 
         if state.status == "interrupted" and saved_at.get("last") != (state.step, state.epoch):
             save("last")
