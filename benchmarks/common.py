@@ -291,6 +291,9 @@ def alternate_rounds(contenders: list[Contender], one: Any, rounds: int, max_oth
     here); ``describe(name, measurement)`` is its text in the progress line. Only quiet rounds
     are reported (each contender's ``rounds`` is set to them); with none at all, the least contended
     ones (and a warning)."""
+    def contention(measured: dict[str, Measurement]) -> float:
+        return max((m.others_cpu or 0.0) for m in measured.values())
+
     names = [contender.name for contender in contenders]
     attempts: list[dict[str, Measurement]] = []
     deadline = time.perf_counter() + budget_seconds
@@ -305,7 +308,7 @@ def alternate_rounds(contenders: list[Contender], one: Any, rounds: int, max_oth
                 measurement = one(name)
             measurement.others_cpu = watch.others
             measured[name] = measurement
-        worst = max((m.others_cpu or 0.0) for m in measured.values())
+        worst = contention(measured)
         quiet = worst <= max_others
         label = "warm-up" if attempt == 0 else f"round {attempt}"
         flag = "" if quiet or attempt == 0 else f"  [contended: others used {worst:.0%} of the CPUs]"
@@ -322,9 +325,6 @@ def alternate_rounds(contenders: list[Contender], one: Any, rounds: int, max_oth
             print(f"WARNING: only {clean} of {rounds} rounds ran on a quiet machine ({len(attempts)} attempts); "
                   f"{what}", flush=True)
             break
-
-    def contention(measured: dict[str, Measurement]) -> float:
-        return max((m.others_cpu or 0.0) for m in measured.values())
 
     chosen = [m for m in attempts if contention(m) <= max_others]
     if not chosen:

@@ -404,7 +404,7 @@ class _Checkpointer:
         position = (info["step"], info["epoch"], info["batch"])
         target = self.folder / "checkpoints" / kind
         self.held.pop(kind, None)  # a newer checkpoint of a kind replaces the held one
-        if kind != "last" and position == self.written:  # the same state as last/: link, do not rewrite
+        if self._links(kind, position):  # no snapshot to take
             self._submit(kind, target, meta, position, None)
             return
         same = next((entry for entry in self.held.values() if entry.position == position), None)
@@ -416,6 +416,10 @@ class _Checkpointer:
             self.held[kind] = _Held(checkpoints.snapshot(module, state(), copier), copier, target, meta, position)
         if not hold:
             self._flush()
+
+    def _links(self, kind: str, position: tuple[int, int, int]) -> bool:
+        """Whether ``kind`` holds the state last/ was written with: a hard-linked copy, not a rewrite."""
+        return kind != "last" and position == self.written
 
     def _free_copier(self) -> checkpoints.HostCopier:
         busy = [entry.copier for entry in self.held.values()]
@@ -433,7 +437,7 @@ class _Checkpointer:
 
     def _submit(self, kind: str, target: Path, meta: dict[str, Any], position: tuple[int, int, int],
                 taken: checkpoints.Snapshot | None, check: bool = True) -> None:
-        if kind != "last" and position == self.written:
+        if self._links(kind, position):
             source = self.folder / "checkpoints" / "last"
             self.writer.submit(lambda: checkpoints.copy_checkpoint(source, target, meta), check=check)
             return
