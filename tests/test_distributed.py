@@ -181,10 +181,14 @@ def test_interrupted_run_resumes_to_the_same_weights(runs):
     _assert_same_run(whole, broken)
 
 
-INTERRUPT_PLUGIN = '''
-"""Ctrl-C reaches rank 1 alone, right after its optimizer step 5."""
+def _after_step_plugin(doc: str, action: str) -> str:
+    """A plugin module that runs ``action`` after each of a process's optimizer steps, where
+    ``steps`` counts them (``os``, ``signal`` and ``time`` imported)."""
+    body = "\n".join("    " + line for line in action.strip().splitlines())
+    return f'''"""{doc}"""
 import os
 import signal
+import time
 
 from trainlab.train.precision import Precision
 
@@ -196,13 +200,18 @@ def step(self, optimizer):
     global steps
     stepped = original(self, optimizer)
     steps += 1
-    if steps == 5 and os.environ.get("RANK") == "1":
-        os.kill(os.getpid(), signal.SIGINT)
+{body}
     return stepped
 
 
 Precision.step = step
 '''
+
+
+INTERRUPT_PLUGIN = _after_step_plugin("Ctrl-C reaches rank 1 alone, right after its optimizer step 5.", """
+if steps == 5 and os.environ.get("RANK") == "1":
+    os.kill(os.getpid(), signal.SIGINT)
+""")
 
 
 def test_ctrl_c_on_one_process_stops_every_process_at_the_next_step(runs):
@@ -319,3 +328,37 @@ def test_bucketed_text_trains_in_two_processes_like_one(tmp_path):
     for name in expected:
         assert torch.allclose(expected[name], got[name], atol=1e-6), name
     _close_records(read_records(single / "metrics.jsonl"), read_records(parallel / "metrics.jsonl"))
+
+
+SIGTERM_PLUGIN = _after_step_plugin(
+    "After optimizer step 5 rank 0 sends SIGTERM to the launcher (as a scheduler would); later steps "
+    "sleep, so the launcher passes the signal on before training ends.", """
+if steps == 5 and os.environ.get("RANK") == "0":
+    os.kill(os.getppid(), signal.SIGTERM)
+if steps > 5:
+    time.sleep(0.2)
+""")
+
+
+def test_sigterm_to_the_launcher_stops_every_process_with_a_checkpoint(runs):
+    """`trainlab train --devices 2` passes SIGTERM on; the processes stop at one step, rank 0 writes
+    its checkpoints there (epoch ends held in memory included), the launcher exits 143, and resuming
+    reaches the uninterrupted run's weights."""
+    tmp_path, _, _ = runs
+    whole = next(path for path in (tmp_path / "runs").rglob("recipe.yaml")).parent
+    (tmp_path / "terminate_launcher.py").write_text(SIGTERM_PLUGIN)
+    recipe = _write(tmp_path, _recipe(checkpoint_every=None), "terminated.yaml")
+    stopped = tmp_path / "terminated"
+    done = subprocess.run([sys.executable, "-m", "trainlab", "--plugins", "terminate_launcher", "train", str(recipe),
+                           "--devices", "2", "--out", str(stopped), f"data.batch_size={PER_PROCESS_BATCH}"],
+                          check=False, cwd=tmp_path, env=_environment(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 143, done.stderr[-4000:]
+    status = json.loads((stopped / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["stopped_by"] == "SIGTERM"
+    assert 5 < status["step"] < 27
+    assert json.loads((stopped / "checkpoints/last/meta.json").read_text())["step"] == status["step"]
+    assert "Interrupted by SIGTERM; continue with: trainlab resume" in done.stderr
+
+    torchrun(tmp_path, "resume", str(stopped))
+    _assert_same_run(whole, stopped)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,31 +84,67 @@ def test_extend_a_finished_run(tmp_path):
     assert yaml.safe_load((tmp_path / "short/recipe.yaml").read_text())["train"]["epochs"] == 4
 
 
+def train_in_a_process(recipe: dict, tmp_path, name: str, until) -> tuple[subprocess.Popen, Path]:
+    """`trainlab train` of ``recipe`` in a new process (stderr piped), returned with its run folder
+    once ``until(run folder)`` holds or the process has ended (at most 2 minutes)."""
+    recipe_path = tmp_path / f"{name}.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    run_dir = tmp_path / name
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainlab", "train", str(recipe_path), "--out", str(run_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None and not until(run_dir):
+        time.sleep(0.01)
+    return process, run_dir
+
+
 def test_kill_9_during_training_then_resume(tmp_path):
     """A real process killed with SIGKILL at an arbitrary moment (possibly mid-checkpoint) resumes exactly."""
     recipe = tiny_recipe(
         data={**tiny_recipe()["data"], "num_samples": 6000, "batch_size": 4},
         train={"epochs": 3, "log_every": 25, "checkpoint_every": 50, "device": "cpu", "precision": "32"},
     )
-    recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(recipe))
     whole = trainlab.train(recipe, out=tmp_path / "whole")
 
-    run_dir = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trainlab", "train", str(recipe_path), "--out", str(run_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "checkpoints/last/meta.json").exists():
-        if process.poll() is not None:
-            break
-        time.sleep(0.01)
+    process, run_dir = train_in_a_process(recipe, tmp_path, "killed",
+                                          until=lambda run: (run / "checkpoints/last/meta.json").exists())
     time.sleep(0.05)  # into the next stretch of training, or the next checkpoint write
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate()
     assert json.loads((run_dir / "status.json").read_text())["status"] == "running"  # it really died mid-run
     assert checkpoints.find_checkpoint(run_dir / "checkpoints") is not None
+
+    resumed = trainlab.resume(run_dir)
+    assert same_weights(whole.model, resumed.model)
+    assert without_time(whole.metrics) == without_time(read_records(run_dir / "metrics.jsonl"))
+
+
+def test_sigterm_writes_the_checkpoints_held_in_memory_then_resume(tmp_path):
+    """`kill` (SIGTERM) of `trainlab train` between epoch-end writes: the epochs held in memory
+    (train.checkpoint_seconds) are not lost; it stops at the next step, writes last/ and best/, exits
+    130, and resumes to the uninterrupted run."""
+    recipe = tiny_recipe(
+        data={**tiny_recipe()["data"], "num_samples": 2000, "batch_size": 4},
+        train={"epochs": 12, "log_every": 25, "device": "cpu", "precision": "32", "checkpoint_seconds": 3600},
+    )
+    whole = trainlab.train(recipe, out=tmp_path / "whole")
+
+    def third_epoch(run):  # two epoch ends held, none written
+        records = read_records(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
+        return any(record["epoch"] > 2 for record in records)
+
+    process, run_dir = train_in_a_process(recipe, tmp_path, "terminated", until=third_epoch)
+    assert not (run_dir / "checkpoints").exists()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert f"Interrupted by SIGTERM; continue with: trainlab resume {run_dir}" in " ".join(stderr.split())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["stopped_by"] == "SIGTERM"
+    assert checkpoints.read_meta(run_dir / "checkpoints/last")["step"] == status["step"]
+    assert checkpoints.read_meta(run_dir / "checkpoints/best")["step"] == status["best_step"]
 
     resumed = trainlab.resume(run_dir)
     assert same_weights(whole.model, resumed.model)

@@ -1,8 +1,9 @@
 """The ``trainlab`` command line (typer + rich).
 
 Exit codes: 0 success; 2 a bad recipe, bad input or bad usage (a message, no traceback);
-1 an unexpected failure (a one-line message; the traceback with ``--debug``); 130 when Ctrl-C
-stopped training after writing a resumable checkpoint.
+1 an unexpected failure (a one-line message; the traceback with ``--debug``); 130 when Ctrl-C or
+SIGTERM stopped training after writing a resumable checkpoint (``--devices N``: 128 + the signal's
+number, 143 for SIGTERM, once the processes have stopped).
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def _finish(run: Any) -> None:
     err.print(summary, soft_wrap=True)
     print(run.folder)
     if run.status == "interrupted":
-        err.print(f"Interrupted; continue with: trainlab resume {run.folder}")
+        by = f" by {run.result.stopped_by}" if run.result and run.result.stopped_by else ""
+        err.print(f"Interrupted{by}; continue with: trainlab resume {run.folder}")
         raise typer.Exit(130)
 
 

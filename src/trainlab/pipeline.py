@@ -527,7 +527,7 @@ def _execute(
         folder, status, step=result.state.step, epoch=result.state.epoch,
         best_value=result.state.best_value, best_step=result.state.best_step, monitor=recipe.train.monitor,
         seconds=round(result.seconds, 3), samples_per_second=round(result.samples_per_second, 1),
-        warmup_seconds=round(result.warmup_seconds, 3),
+        warmup_seconds=round(result.warmup_seconds, 3), stopped_by=result.stopped_by,
     )
     if recipe.log.plots:
         from trainlab.evaluate.plots import plot_curves  # matplotlib loads only here

@@ -294,6 +294,7 @@ def launch(processes: int, arguments: list[str]) -> int:
         raise TrainlabError(f"--devices {processes}: give at least 1 process (e.g. --devices 2, one per GPU)")
     if not dist.is_available():
         raise TrainlabError("--devices needs torch.distributed, which this PyTorch build lacks; drop --devices")
+    from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
@@ -302,6 +303,10 @@ def launch(processes: int, arguments: list[str]) -> int:
     except ChildFailedError as error:
         codes = [failure.exitcode for failure in error.failures.values()]
         return next((code for code in codes if code not in (0, None) and code > 0), 1)
+    except SignalException as error:
+        # Ctrl-C or SIGTERM reached the launcher: it passed the signal on to the processes, which stopped
+        # at their next step and checkpointed (status.json says so), and waited for them.
+        return 128 + int(error.sigval)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
     sys.stdout.flush()

@@ -258,26 +258,37 @@ def evaluate_loader(
     return values
 
 
-class _InterruptFlag:
-    """Ctrl-C asks the loop to stop at the next optimizer step (a second Ctrl-C stops at once)."""
+# Ctrl-C, and SIGTERM: what `kill`, job schedulers, container runtimes and torchrun send before SIGKILL.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopSignals:
+    """A stop signal asks the loop to stop at the next optimizer step, where it writes its
+    checkpoints (held ones included); a second one stops at once (KeyboardInterrupt: the
+    checkpointer still writes what it holds). Outside fit the signals act as they did before."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.received: str | None = None  # the first signal's name
+        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_InterruptFlag":
+    @property
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def __enter__(self) -> "_StopSignals":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.received = signal.Signals(signum).name
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            if previous is not None:  # None: a handler not installed from Python, which cannot be put back
+                signal.signal(number, previous)
 
 
 def _synchronized_clock(device: torch.device) -> float:
@@ -303,6 +314,7 @@ class FitResult:
     # final wait until the last checkpoint is on disk)
     samples_per_second: float = 0.0  # training samples per second after the warm-up, of every process together
     warmup_seconds: float = 0.0  # up to the end of the first optimizer step (compilation, cuDNN autotuning)
+    stopped_by: str | None = None  # the signal that interrupted training in this process (SIGINT, SIGTERM)
 
 
 def fit(
@@ -416,7 +428,7 @@ def fit(
     model.train()
     optimizer.zero_grad(set_to_none=True)
 
-    with _InterruptFlag() as interrupt:
+    with _StopSignals() as interrupt:
         while state.epoch < config.epochs and state.status == "running":
             loader.set_epoch(state.epoch)
             loader.load_state_dict({"epoch": state.epoch, "position": state.batch, "seed": loader.seed})
@@ -560,7 +572,8 @@ def fit(
     callbacks.on_train_end(state.status)
     warmup = (warmup[0], warmup[1] * world) if warmup is not None else None  # the throughput is all of theirs
     result = FitResult(state, last_validation, seconds,
-                       *_throughput(seconds, (state.samples - samples_at_start) * world, warmup))
+                       *_throughput(seconds, (state.samples - samples_at_start) * world, warmup),
+                       stopped_by=interrupt.received if state.status == "interrupted" else None)
     if state.status == "diverged":
         raise TrainingDiverged(
             f"the loss became NaN or infinite at step {state.step}; training stopped and the last good checkpoint "
