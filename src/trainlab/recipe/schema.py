@@ -446,9 +446,9 @@ class TrainConfig(Section):
     checkpoint_seconds: float = Field(
         30.0, ge=0.0, description="Least seconds of training between two epoch-end checkpoints. An epoch that ends "
         "sooner after the last write keeps its checkpoints (last, best) in memory; they are written when the next "
-        "one is due, when training ends or stops (Ctrl-C, SIGTERM, an error) and at every checkpoint_every step. A kill -9 "
-        "or a power cut loses at most this much training plus one epoch, which resume replays exactly. 0: write "
-        "at every epoch end."
+        "one is due, when training ends or stops (Ctrl-C, SIGTERM, an error) and at every checkpoint_every step. "
+        "A kill -9 or a power cut loses at most this much training plus one epoch, which resume replays exactly. "
+        "0: write at every epoch end."
     )
     train_metrics: bool = Field(
         True, description="Also compute the loss's metrics (accuracy, mse) on training batches; false: train "
